@@ -1,0 +1,231 @@
+"""Builds the bridge from its config and runs it: the one place that wires the parts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from datetime import timedelta
+
+from mautrix.errors import MatrixConnectionError, MatrixRequestError, MUnknownToken
+
+from .call_manager import CallManager
+from .commands.builtin import register_builtin
+from .commands.processor import CommandProcessor
+from .commands.registry import CommandRegistry
+from .config import Config
+from .matrix.appservice import BridgeAppService
+from .matrix.events import MatrixEventRouter
+from .matrix.inbox import InboxProcessor
+from .metrics import Metrics, MetricsServer
+from .status import BridgeStatus, StatusCollector
+from .storage.calls import CallStore
+from .storage.database import Database, StorageError
+from .storage.inbox import InboxStore
+from .storage.numbers import NumberStore
+from .storage.trunks import TrunkStateStore
+from .workers.pool import WorkerPool, WorkerPoolError
+
+log = logging.getLogger(__name__)
+
+HOMESERVER_ATTEMPTS = 20
+HOMESERVER_RETRY_SECONDS = 3.0
+INBOX_RETENTION = timedelta(days=7)
+
+
+class StartupError(Exception):
+    """The bridge cannot start; `exit_code` tells scripts which part failed."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+EXIT_DATABASE = 11
+EXIT_HOMESERVER = 12
+EXIT_WORKERS = 13
+EXIT_LISTEN = 14
+
+
+class Bridge:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.db = Database(config.database.url, config.database.pool_size)
+        self.call_store = CallStore(self.db)
+        self.inbox_store = InboxStore(self.db)
+        self.numbers = NumberStore(self.db)
+        self.trunk_states = TrunkStateStore(self.db)
+        self.calls = CallManager(self.call_store, self.numbers, self.metrics)
+        self.pool = WorkerPool(config, self.calls.on_worker_event, self.calls.on_worker_lost)
+        self.calls.attach(self.pool)
+        self.inbox: InboxProcessor | None = None
+        self.az = BridgeAppService(
+            inbox=self.inbox_store,
+            on_stored=self._wake_inbox,
+            hs_token=config.appservice.hs_token,
+            server=config.homeserver.address,
+            domain=config.homeserver.domain,
+            as_token=config.appservice.as_token,
+            bot_localpart=config.bridge.bot.username,
+            id=config.appservice.id,
+            verify_ssl=config.homeserver.verify_tls,
+            bridge_name="sip",
+        )
+        self.status = StatusCollector(
+            config, self.az, self.db, self.pool, self.trunk_states, self.inbox_store
+        )
+        self.metrics_server = MetricsServer(
+            self.metrics,
+            self._local_status,
+            config.metrics.hostname,
+            config.metrics.port,
+        )
+        self.commands = CommandRegistry()
+        register_builtin(self.commands, self.status.collect)
+        self._stopping = asyncio.Event()
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def _wake_inbox(self) -> None:
+        if self.inbox is not None:
+            self.inbox.wake()
+
+    async def _local_status(self) -> BridgeStatus:
+        return await self.status.collect(check_homeserver=False)
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        try:
+            await self.db.upgrade()
+        except StorageError as e:
+            raise StartupError(
+                f"{e} (is database.url right and the server running?)", EXIT_DATABASE
+            ) from e
+        closed = await self.calls.close_stale("the bridge restarted while the call was up")
+        if closed:
+            log.warning("closed %d call records left open by the previous run", closed)
+        try:
+            await self.az.start(self.config.appservice.hostname, self.config.appservice.port)
+        except OSError as e:
+            raise StartupError(
+                f"cannot listen on {self.config.appservice.hostname}:"
+                f"{self.config.appservice.port} for the homeserver: {e.strerror}",
+                EXIT_LISTEN,
+            ) from e
+        await self._check_homeserver()
+        router = MatrixEventRouter(
+            self.config,
+            self.az.intent,
+            CommandProcessor(
+                self.commands, self.config.bridge.command_prefix, self.config.permission_of
+            ),
+        )
+        self.inbox = InboxProcessor(self.inbox_store, router.handle)
+        try:
+            await self.pool.start()
+        except WorkerPoolError as e:
+            raise StartupError(str(e), EXIT_WORKERS) from e
+        await self.inbox.start()
+        if self.config.metrics.enabled:
+            try:
+                await self.metrics_server.start()
+            except OSError as e:
+                raise StartupError(
+                    f"cannot listen on {self.config.metrics.hostname}:{self.config.metrics.port}"
+                    f" for metrics: {e.strerror}",
+                    EXIT_LISTEN,
+                ) from e
+        self._housekeeping = asyncio.create_task(self._prune_periodically())
+        self.az.ready = True
+        log.info(
+            "bridge ready in %.1f s: %d call workers, %d call slots",
+            time.monotonic() - started,
+            len(self.pool.workers),
+            self.pool.capacity,
+        )
+
+    async def _check_homeserver(self) -> None:
+        intent = self.az.intent
+        for attempt in range(1, HOMESERVER_ATTEMPTS + 1):
+            try:
+                await intent.whoami()
+                break
+            except MUnknownToken as e:
+                raise StartupError(
+                    "the homeserver did not accept the as_token: is the registration file "
+                    "installed on the homeserver (app_service_config_files) and was it "
+                    "restarted after the last `-g`?",
+                    EXIT_HOMESERVER,
+                ) from e
+            except (MatrixConnectionError, OSError, MatrixRequestError) as e:
+                if attempt == HOMESERVER_ATTEMPTS:
+                    raise StartupError(
+                        f"cannot reach the homeserver at {self.config.homeserver.address}: {e}",
+                        EXIT_HOMESERVER,
+                    ) from e
+                log.warning(
+                    "homeserver not reachable yet (%s); retrying in %.0f s",
+                    e,
+                    HOMESERVER_RETRY_SECONDS,
+                )
+                await asyncio.sleep(HOMESERVER_RETRY_SECONDS)
+        await intent.ensure_registered()
+        try:
+            await intent.set_displayname(self.config.bridge.bot.displayname)
+        except MatrixRequestError as e:
+            log.warning("could not set the bot's display name: %s", e)
+        try:
+            await self.az.ping_self()
+        except (MatrixRequestError, MatrixConnectionError) as e:
+            log.warning(
+                "the homeserver cannot reach the bridge at %s (%s): is appservice.address "
+                "right in the registration?",
+                self.config.appservice.address,
+                e,
+            )
+
+    async def _prune_periodically(self) -> None:
+        while True:
+            try:
+                await self.inbox_store.prune(INBOX_RETENTION)
+            except StorageError as e:
+                log.warning("pruning the inbox failed: %s", e)
+            await asyncio.sleep(3600)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self._stopping.wait()
+        log.info("stopping: draining calls")
+        await self.drain()
+
+    async def drain(self) -> None:
+        """New INVITEs get 503 + Retry-After; live calls get drain_timeout to end."""
+        await self.pool.drain(self.config.workers.drain_retry_after)
+        deadline = time.monotonic() + self.config.workers.drain_timeout
+        while time.monotonic() < deadline:
+            active = sum(w.active_calls for w in self.pool.workers.values())
+            if active == 0:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            log.warning("drain timeout passed; hanging up the remaining calls")
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+        closed = await self.calls.close_stale("the bridge stopped while the call was up")
+        if closed:
+            log.warning("closed %d call records at stop", closed)
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self.inbox is not None:
+            await self.inbox.stop()
+        await self.metrics_server.stop()
+        await self.az.stop()
+        await self.db.close()
+        log.info("stopped")

@@ -1,0 +1,1 @@
+"""Bot commands: an explicit registry, permission checks, and the handlers."""

@@ -1,0 +1,379 @@
+"""Typed configuration: YAML file + environment overrides, validated at start.
+
+Every problem is reported as one line naming the key, the value and what was expected,
+so that a homeserver admin can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+ENV_PREFIX = "SIPBRIDGE_"
+GENERATE = "generate"
+# Values shipped in example-config.yaml that must never reach a running bridge.
+PLACEHOLDER_MARKERS = ("example.com", "example.org", "CHANGE_ME")
+SECRET_KEY_WORDS = ("token", "password", "secret")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class PermissionLevel(StrEnum):
+    NONE = "none"
+    USER = "user"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+
+_LEVEL_RANK = {PermissionLevel.NONE: 0, PermissionLevel.USER: 1, PermissionLevel.ADMIN: 2}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(:\d+)?(/\S*)?", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class HomeserverConfig(Section):
+    address: str = Field(description="URL the bridge uses to reach the homeserver")
+    domain: str = Field(description="the homeserver's server_name")
+    verify_tls: bool = True
+
+    _url = field_validator("address")(_check_http_url)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?", value):
+            raise ValueError("expected a server name such as matrix.org or localhost:8448")
+        return value
+
+
+class AppserviceConfig(Section):
+    address: str = Field("http://127.0.0.1:29360", description="URL the homeserver calls us at")
+    hostname: str = "127.0.0.1"
+    port: Port = 29360
+    id: str = "sip"
+    as_token: str = GENERATE
+    hs_token: str = GENERATE
+
+    _url = field_validator("address")(_check_http_url)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+            raise ValueError("expected letters, digits, '_', '.' or '-'")
+        return value
+
+
+class BotConfig(Section):
+    username: str = "sipbot"
+    displayname: str = "SIP bridge"
+
+    @field_validator("username")
+    @classmethod
+    def _localpart(cls, value: str) -> str:
+        return _check_localpart(value)
+
+
+def _check_localpart(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9._=\-/+]+", value):
+        raise ValueError("expected a Matrix localpart: a-z, 0-9, '.', '_', '=', '-', '/', '+'")
+    return value
+
+
+class BridgeConfig(Section):
+    bot: BotConfig = BotConfig()
+    username_template: str = Field("sip_{number}", description="ghost localpart; {number}")
+    displayname_template: str = Field("{name}", description="{name} is caller name or number")
+    command_prefix: str = "!sip"
+    permissions: dict[str, PermissionLevel] = Field(default_factory=dict)
+
+    @field_validator("username_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if value.count("{number}") != 1:
+            raise ValueError("expected exactly one '{number}' in the template")
+        _check_localpart(value.replace("{number}", "+1"))
+        return value
+
+    @field_validator("permissions")
+    @classmethod
+    def _permissions(cls, value: dict[str, PermissionLevel]) -> dict[str, PermissionLevel]:
+        for key in value:
+            if key != "*" and not re.fullmatch(r"@[^:\s]+:\S+|[A-Za-z0-9.\-]+(:\d+)?", key):
+                raise ValueError(f"'{key}' is neither a user id (@user:server), a domain nor '*'")
+        return value
+
+
+class DatabaseConfig(Section):
+    url: str = "sqlite+aiosqlite:///sip-bridge.db"
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 5
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "expected sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+
+Transport = Literal["udp", "tcp", "tls"]
+ListenTransport = Literal["udp", "tcp"]
+Codec = Literal["PCMU", "PCMA", "G722"]
+
+
+def _all_listen_transports() -> list[ListenTransport]:
+    return ["udp", "tcp"]
+
+
+def _all_codecs() -> list[Codec]:
+    return ["PCMU", "PCMA", "G722"]
+
+
+class TrunkConfig(Section):
+    name: str
+    host: str
+    port: Port = 5060
+    transport: Transport = "udp"
+    username: str | None = None
+    password: str | None = None
+    # "register" would shadow a pydantic method, so the attribute has another name.
+    send_register: bool = Field(False, alias="register")
+    register_interval: Annotated[int, Field(ge=30, le=86400)] = 300
+    allowed_sources: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"'{item}' is not an IP address or CIDR network") from None
+        return value
+
+
+class SipConfig(Section):
+    listen_host: str = "127.0.0.1"
+    port: Port = Field(5060, description="first worker's port; worker N uses port + N - 1")
+    public_host: str | None = None
+    transports: list[ListenTransport] = Field(default_factory=_all_listen_transports)
+    decision_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+
+    @field_validator("listen_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("expected an IP address to bind to") from None
+        return value
+
+    @field_validator("trunks")
+    @classmethod
+    def _unique_trunks(cls, value: list[TrunkConfig]) -> list[TrunkConfig]:
+        names = [t.name for t in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"trunk names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+
+class WorkersConfig(Section):
+    count: Annotated[int, Field(ge=1, le=64)] = 1
+    max_calls: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="calls per worker at most; the measured capacity may be lower"
+    )
+    drain_timeout: Annotated[float, Field(ge=0)] = 300.0
+    drain_retry_after: Annotated[int, Field(ge=1, le=3600)] = 60
+    restart_delay_max: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+
+class MediaConfig(Section):
+    rtp_port: Port = 20000
+    rtp_ports_per_worker: Annotated[int, Field(ge=8, le=10000)] = 200
+    codecs: list[Codec] = Field(default_factory=_all_codecs)
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sip_messages: bool = Field(False, description="log every SIP message at DEBUG")
+
+
+class MetricsConfig(Section):
+    enabled: bool = True
+    hostname: str = "127.0.0.1"
+    port: Port = 9400
+
+
+class Config(Section):
+    homeserver: HomeserverConfig
+    appservice: AppserviceConfig = AppserviceConfig()
+    bridge: BridgeConfig = BridgeConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    sip: SipConfig = SipConfig()
+    workers: WorkersConfig = WorkersConfig()
+    media: MediaConfig = MediaConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @property
+    def bot_mxid(self) -> str:
+        return f"@{self.bridge.bot.username}:{self.homeserver.domain}"
+
+    def permission_of(self, user_id: str) -> PermissionLevel:
+        """The most specific rule wins: user id, then domain, then '*'; default none."""
+        rules = self.bridge.permissions
+        domain = user_id.split(":", 1)[1] if ":" in user_id else ""
+        for key in (user_id, domain, "*"):
+            if key in rules:
+                return rules[key]
+        return PermissionLevel.NONE
+
+
+def _is_secret_key(path: str) -> bool:
+    last = path.rsplit(".", 1)[-1].lower()
+    return any(word in last for word in SECRET_KEY_WORDS)
+
+
+def _shown(path: str, value: Any) -> str:
+    if _is_secret_key(path):
+        return "<hidden>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _env_overrides(environ: dict[str, str] | os._Environ[str]) -> list[tuple[str, Any]]:
+    """SIPBRIDGE_SECTION__KEY=value → ("section.key", parsed value); values are YAML."""
+    yaml = YAML(typ="safe")
+    result = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = yaml.load(raw) if raw.strip() else ""
+        except YAMLError as e:
+            raise ConfigError(f"{name}: value is not valid YAML ({e.__class__.__name__})") from e
+        result.append((path, value))
+    return result
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: cannot override inside '{part}', which is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _find_placeholders(tree: Any, path: str = "") -> list[str]:
+    found = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            child = f"{path}.{key}" if path else str(key)
+            if any(m in str(key) for m in PLACEHOLDER_MARKERS):
+                found.append(
+                    f"{child}: this key is the example config's placeholder; "
+                    "replace it with your own"
+                )
+            found += _find_placeholders(value, child)
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            found += _find_placeholders(value, f"{path}[{i}]")
+    elif isinstance(tree, str) and any(m in tree for m in PLACEHOLDER_MARKERS):
+        found.append(
+            f"{path} = {_shown(path, tree)}: this is the example config's placeholder; "
+            "set your own value"
+        )
+    return found
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "missing":
+            lines.append(f"{source}: {path}: missing; this key is required")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"{source}: {path}: unknown key (check its spelling and section)")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {path} = {_shown(path, item['input'])}: {message}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from e
+    try:
+        tree = YAML(typ="safe").load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from e
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return tree
+
+
+def parse_config(
+    tree: dict[str, Any],
+    source: str = "config",
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    require_tokens: bool = True,
+) -> Config:
+    """Validate a config tree, after applying environment overrides."""
+    for path, value in _env_overrides(os.environ if environ is None else environ):
+        _set_path(tree, path, value)
+    problems = _find_placeholders(tree)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+    if require_tokens:
+        for key in ("as_token", "hs_token"):
+            if getattr(config.appservice, key) == GENERATE:
+                raise ConfigError(
+                    f"{source}: appservice.{key} is still '{GENERATE}': run "
+                    "`python -m bridge -g -c CONFIG -r registration.yaml` to create the tokens "
+                    "and the registration file"
+                )
+    return config
+
+
+def load_config(path: Path, require_tokens: bool = True) -> Config:
+    return parse_config(read_yaml(path), str(path), require_tokens=require_tokens)

@@ -1,0 +1,1 @@
+"""The Matrix side: appservice glue, inbox, bot, and (later) MatrixRTC signalling."""

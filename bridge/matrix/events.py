@@ -1,0 +1,116 @@
+"""Routes each stored Matrix event to what cares about it: the bot, the commands."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from typing import Any
+
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError
+from mautrix.types import (
+    Event,
+    EventType,
+    Membership,
+    MessageType,
+    RoomID,
+    SerializerError,
+    StateEvent,
+    TextMessageEventContent,
+)
+
+from ..commands.processor import CommandProcessor
+from ..config import Config, PermissionLevel
+from .inbox import PermanentEventError
+
+log = logging.getLogger(__name__)
+
+NOT_PERMITTED_INVITE = "You are not permitted to use this bridge."
+
+
+def ghost_pattern(config: Config) -> re.Pattern[str]:
+    prefix, suffix = config.bridge.username_template.split("{number}")
+    return re.compile(
+        f"^@{re.escape(prefix)}.+{re.escape(suffix)}:{re.escape(config.homeserver.domain)}$"
+    )
+
+
+def parse_event(raw: dict[str, Any]) -> Event:
+    raw = dict(raw)
+    unsigned = raw.get("unsigned")
+    if isinstance(unsigned, dict) and "prev_content" not in unsigned and "prev_content" in raw:
+        raw["unsigned"] = {**unsigned, "prev_content": raw["prev_content"]}
+    try:
+        event: Event = Event.deserialize(raw)
+    except (SerializerError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise PermanentEventError(f"malformed {raw.get('type')!r} event: {e}") from e
+    event.type = event.type.with_class(
+        EventType.Class.STATE if "state_key" in raw else EventType.Class.MESSAGE
+    )
+    return event
+
+
+class MatrixEventRouter:
+    def __init__(self, config: Config, bot: IntentAPI, commands: CommandProcessor) -> None:
+        self.config = config
+        self.bot = bot
+        self.commands = commands
+        self.ghosts = ghost_pattern(config)
+
+    def is_bridge_user(self, user_id: str) -> bool:
+        return user_id == self.config.bot_mxid or bool(self.ghosts.match(user_id))
+
+    async def handle(self, raw: dict[str, Any]) -> None:
+        event = parse_event(raw)
+        if isinstance(event, StateEvent):
+            await self.bot.state_store.update_state(event)
+        if event.type == EventType.ROOM_MEMBER:
+            await self._membership(event)
+        elif event.type == EventType.ROOM_MESSAGE:
+            await self._message(event)
+
+    async def _membership(self, event: Event) -> None:
+        assert isinstance(event, StateEvent)
+        if event.state_key != self.config.bot_mxid:
+            return
+        if event.content.membership != Membership.INVITE:
+            return
+        inviter = event.sender
+        room_id = event.room_id
+        if self.config.permission_of(inviter) is PermissionLevel.NONE:
+            log.info("declining %s's invite to %s: no permission", inviter, room_id)
+            await self._leave(room_id, NOT_PERMITTED_INVITE)
+            return
+        log.info("joining %s, invited by %s", room_id, inviter)
+        await self.bot.join_room(room_id)
+        await self.bot.state_store.joined(room_id, self.bot.mxid)
+        await self._notice(
+            room_id, f"Hello! Type `{self.commands.prefix} help` to see what I can do."
+        )
+
+    async def _leave(self, room_id: RoomID, reason: str) -> None:
+        try:
+            await self.bot.leave_room(room_id, reason=reason)
+        except MatrixRequestError as e:
+            log.warning("could not decline the invite to %s: %s", room_id, e)
+
+    async def _message(self, event: Event) -> None:
+        if self.is_bridge_user(event.sender):
+            return
+        content = event.content
+        if not isinstance(content, TextMessageEventContent):
+            return
+        if content.msgtype not in (MessageType.TEXT, MessageType.NOTICE) or not content.body:
+            return
+        if content.msgtype == MessageType.NOTICE or not self.commands.is_command(content.body):
+            return
+        reply = await self.commands.run(event.sender, event.room_id, event.event_id, content.body)
+        await self._notice(event.room_id, reply)
+
+    async def _notice(self, room_id: RoomID, text: str) -> None:
+        formatted = "<br>".join(
+            re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line, quote=False))
+            for line in text.split("\n")
+        )
+        await self.bot.send_notice(room_id, text, html=formatted)

@@ -1,0 +1,1 @@
+"""Media between the SIP and Matrix sides (frame pump, resampling, mixing)."""

@@ -1,0 +1,442 @@
+"""The pjsua2 endpoint of one call worker.
+
+Every pjsua2 call is made on the one thread that polls `libHandleEvents`, fed by a command
+queue; pjsua2 callbacks only record what happened and report it (DESIGN §7: acting on a
+call from inside `onIncomingCall` can abort the process). Reports go out through `emit`,
+which must be thread-safe and must not block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pjsua2 as pj
+
+from ..log import redact
+from ..workers.protocol import (
+    AnswerCall,
+    CallEnded,
+    CallProgress,
+    CallRefusedByStack,
+    Drain,
+    HangupCall,
+    IncomingCall,
+    Message,
+    RejectCall,
+    SipRequestSeen,
+    WorkerSettings,
+    WorkerStats,
+)
+from .message import headers, parse_logged_request, parse_name_addr, q850_cause, request_uri
+
+log = logging.getLogger(__name__)
+pjlog = logging.getLogger("pjsip")
+
+Emit = Callable[[Message], None]
+EngineCommand = AnswerCall | RejectCall | HangupCall | Drain
+
+POLL_MS = 10
+CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
+# A closed port: a TCP connect there fails at once, so probe calls free their slots at once.
+PROBE_URI = "sip:capacity-probe@127.0.0.1:9;transport=tcp"
+
+
+def _via_transport(via: str) -> str:
+    """'SIP/2.0/UDP host;branch=…' → 'udp'."""
+    protocol = via.split(" ", 1)[0]
+    return protocol.rsplit("/", 1)[-1].lower() if protocol.count("/") == 2 else ""
+
+
+class SipError(Exception):
+    """The SIP stack could not start or do what was asked."""
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """pjlib's log → Python logging, and every received request → SipRequestSeen."""
+
+    def __init__(self, engine: SipEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def write(self, entry: pj.LogEntry) -> None:
+        try:
+            self.engine.on_log(entry.level, entry.msg)
+        except Exception:  # a raise here would cross into C++
+            log.exception("log writer failed")
+
+
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    def __init__(self, engine: SipEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:
+        self.engine.on_refused(prm)
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, engine: SipEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.engine.on_incoming(self, prm)
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, engine: SipEngine, account: _Account, call_id: int, ref: str) -> None:
+        super().__init__(account, call_id)
+        self.engine = engine
+        self.ref = ref
+        self.ended_locally = False
+        self.peer_reason: str | None = None
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        self.engine.on_call_state(self, prm)
+
+
+@dataclass
+class _Undecided:
+    deadline: float
+
+
+@dataclass
+class EngineState:
+    calls: dict[str, _Call] = field(default_factory=dict)
+    undecided: dict[str, _Undecided] = field(default_factory=dict)
+    ended: list[str] = field(default_factory=list)
+    draining_retry_after: int | None = None
+
+
+class SipEngine:
+    def __init__(self, settings: WorkerSettings, emit: Emit) -> None:
+        self.settings = settings
+        self.emit = emit
+        self.capacity = 0
+        self._commands: queue.SimpleQueue[EngineCommand] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pjsua", daemon=True)
+        self._state = EngineState()
+        self._refs = itertools.count(1)
+        self._last_stats: tuple[int, int, bool] | None = None
+        self._endpoint: _Endpoint | None = None
+        self._account: _Account | None = None
+        # pjsua2 may keep a pointer to the writer until the process ends: never free it.
+        self._writer = _LogWriter(self)
+
+    # ---- any thread -------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> int:
+        """Start the SIP thread; returns the measured call capacity."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise SipError(f"the SIP stack did not start within {timeout:.0f} s")
+        if self._failure is not None:
+            raise SipError(f"the SIP stack failed to start: {self._failure}") from self._failure
+        return self.capacity
+
+    def submit(self, command: EngineCommand) -> None:
+        self._commands.put(command)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- the SIP thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._init()
+        except BaseException as e:  # reported through start()
+            self._failure = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                self._run_commands()
+                self._expire_undecided()
+                self._reap_ended()
+                self._report_stats()
+                assert self._endpoint is not None
+                self._endpoint.libHandleEvents(POLL_MS)
+        except Exception:
+            log.exception("SIP thread failed; stopping the worker's SIP stack")
+        finally:
+            self._shutdown()
+
+    def _init(self) -> None:
+        s = self.settings
+        ep = _Endpoint(self)
+        self._endpoint = ep
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = False
+        cfg.uaConfig.maxCalls = s.max_calls
+        cfg.uaConfig.userAgent = "sip-matrix-bridge"
+        cfg.logConfig.writer = self._writer
+        cfg.logConfig.level = 4  # level 4 carries the message log, which SipRequestSeen reads
+        cfg.logConfig.consoleLevel = 4
+        cfg.logConfig.msgLogging = True
+        cfg.logConfig.decor = 0
+        # With no sound device, ended calls never free their slots unless this is -1 (§7).
+        cfg.medConfig.sndAutoCloseTime = -1
+        cfg.medConfig.ecTailLen = 0
+        cfg.medConfig.noVad = True
+        ep.libInit(cfg)
+        transports = list(s.transports)
+        for name in transports:
+            tcfg = pj.TransportConfig()
+            tcfg.port = s.sip_port
+            tcfg.boundAddress = s.sip_host
+            if s.public_host:
+                tcfg.publicAddress = s.public_host
+            kind = pj.PJSIP_TRANSPORT_UDP if name == "udp" else pj.PJSIP_TRANSPORT_TCP
+            ep.transportCreate(kind, tcfg)
+        if "tcp" not in transports:
+            # The capacity probe needs a TCP client; bind it to loopback on any port.
+            tcfg = pj.TransportConfig()
+            tcfg.boundAddress = "127.0.0.1"
+            ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
+        ep.audDevManager().setNullDev()
+        self._set_codecs(ep)
+        ep.libStart()
+        account = _Account(self)
+        acfg = pj.AccountConfig()
+        host = s.public_host or s.sip_host
+        acfg.idUri = f"sip:bridge@{host}:{s.sip_port}"
+        acfg.mediaConfig.transportConfig.port = s.rtp_port
+        acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
+        acfg.mediaConfig.transportConfig.boundAddress = s.sip_host
+        if s.public_host:
+            acfg.mediaConfig.transportConfig.publicAddress = s.public_host
+        account.create(acfg, True)
+        self._account = account
+        self.capacity = self._probe_capacity(account)
+
+    def _set_codecs(self, ep: _Endpoint) -> None:
+        wanted = [CODEC_IDS[name] for name in self.settings.codecs]
+        for info in ep.codecEnum2():
+            codec_id = info.codecId
+            priority = 255 - wanted.index(codec_id) if codec_id in wanted else 0
+            ep.codecSetPriority(codec_id, priority)
+
+    def _probe_capacity(self, account: _Account) -> int:
+        """Count the call slots pjsua really has (the wheel caps them below maxCalls)."""
+        probes: list[pj.Call] = []
+        for _ in range(self.settings.max_calls):
+            probe = pj.Call(account)
+            try:
+                probe.makeCall(PROBE_URI, pj.CallOpParam(True))
+            except pj.Error:
+                del probe
+                break
+            probes.append(probe)
+        capacity = len(probes)
+        for probe in probes:
+            with contextlib.suppress(pj.Error):
+                probe.hangup(pj.CallOpParam())
+        deadline = time.monotonic() + 5
+        assert self._endpoint is not None
+        while any(p.isActive() for p in probes) and time.monotonic() < deadline:
+            self._endpoint.libHandleEvents(POLL_MS)
+        probes.clear()
+        return capacity
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._execute(command)
+            except pj.Error as e:
+                log.warning("SIP command %s failed: %s", command.kind, e.reason)
+
+    def _execute(self, command: EngineCommand) -> None:
+        if isinstance(command, Drain):
+            self._state.draining_retry_after = command.retry_after
+            return
+        call = self._state.calls.get(command.call_ref)
+        if call is None:
+            log.debug("%s for call %s, which has ended", command.kind, command.call_ref)
+            return
+        self._state.undecided.pop(command.call_ref, None)
+        if isinstance(command, AnswerCall):
+            call.answer(self._op(command.code))
+        elif isinstance(command, RejectCall):
+            call.ended_locally = True
+            call.hangup(self._op(command.code, command.reason, command.retry_after))
+        else:
+            call.ended_locally = True
+            call.hangup(self._op(command.code or 0, command.reason))
+
+    @staticmethod
+    def _op(code: int, reason: str | None = None, retry_after: int | None = None) -> pj.CallOpParam:
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        if retry_after is not None:
+            header = pj.SipHeader()
+            header.hName = "Retry-After"
+            header.hValue = str(retry_after)
+            prm.txOption.headers.append(header)
+        return prm
+
+    def _expire_undecided(self) -> None:
+        now = time.monotonic()
+        for ref, undecided in list(self._state.undecided.items()):
+            if undecided.deadline <= now:
+                log.warning("no decision on call %s in time; answering 503", ref)
+                self._execute(RejectCall(call_ref=ref, code=503, reason="Service Unavailable"))
+
+    def _reap_ended(self) -> None:
+        # Call objects are deleted here, never inside their own callback.
+        while self._state.ended:
+            self._state.calls.pop(self._state.ended.pop(), None)
+
+    def _report_stats(self) -> None:
+        stats = (
+            len(self._state.calls),
+            self.capacity,
+            self._state.draining_retry_after is not None,
+        )
+        if stats != self._last_stats:
+            self._last_stats = stats
+            self.emit(WorkerStats(active_calls=stats[0], capacity=stats[1], draining=stats[2]))
+
+    def _shutdown(self) -> None:
+        ep = self._endpoint
+        if ep is None:
+            return
+        try:
+            ep.hangupAllCalls()
+            deadline = time.monotonic() + 3
+            while self._state.calls and time.monotonic() < deadline:
+                ep.libHandleEvents(POLL_MS)
+                self._reap_ended()
+        except pj.Error as e:
+            log.warning("hanging up calls at shutdown failed: %s", e.reason)
+        # Every pjsua2 object must be gone before libDestroy, or the process aborts.
+        self._state.calls.clear()
+        self._state.undecided.clear()
+        if self._account is not None:
+            self._account.shutdown()
+            self._account = None
+        ep.libDestroy()
+
+    # ---- callbacks (SIP thread, inside pjsua2): record and report only ------------------
+
+    def on_log(self, level: int, text: str) -> None:
+        if text.startswith("RX ") and "Request msg" in text[:80]:
+            seen = parse_logged_request(text)
+            if seen is not None:
+                self.emit(
+                    SipRequestSeen(
+                        method=seen.method,
+                        source=seen.source,
+                        transport=seen.transport,
+                        sip_call_id=seen.sip_call_id,
+                    )
+                )
+        if text.startswith(("RX ", "TX ")):
+            if self.settings.log_sip_messages:
+                pjlog.debug("%s", redact(text.rstrip()))
+            return
+        if level <= 1:
+            pjlog.error("%s", text.rstrip())
+        elif level == 2:
+            pjlog.warning("%s", text.rstrip())
+        elif level == 3:
+            pjlog.debug("%s", text.rstrip())
+
+    def on_incoming(self, account: _Account, prm: pj.OnIncomingCallParam) -> None:
+        ref = f"{self.settings.worker_id}.{next(self._refs)}"
+        call = _Call(self, account, prm.callId, ref)
+        self._state.calls[ref] = call
+        message = prm.rdata.wholeMsg
+        hdrs = headers(message)
+        sender = parse_name_addr(hdrs.get("from", ""))
+        retry_after = self._state.draining_retry_after
+        if retry_after is not None:
+            # Queued, so it runs after this callback returns.
+            self.submit(
+                RejectCall(
+                    call_ref=ref, code=503, reason="Service Unavailable", retry_after=retry_after
+                )
+            )
+            return
+        self._state.undecided[ref] = _Undecided(time.monotonic() + self.settings.decision_timeout)
+        self.emit(
+            IncomingCall(
+                call_ref=ref,
+                sip_call_id=hdrs.get("call-id", ""),
+                request_uri=request_uri(message) or "",
+                from_uri=sender.uri,
+                from_display=sender.display,
+                to_uri=parse_name_addr(hdrs.get("to", "")).uri,
+                source=prm.rdata.srcAddress,
+                transport=_via_transport(hdrs.get("via", "")),
+            )
+        )
+
+    def on_call_state(self, call: _Call, prm: pj.OnCallStateParam) -> None:
+        info = call.getInfo()
+        cause = self._peer_q850(prm)
+        if cause is not None:
+            call.peer_reason = cause
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.emit(CallProgress(call_ref=call.ref, state="answered", sip_code=200))
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._state.undecided.pop(call.ref, None)
+            self._state.ended.append(call.ref)
+            self.emit(
+                CallEnded(
+                    call_ref=call.ref,
+                    sip_code=info.lastStatusCode,
+                    reason=info.lastReason,
+                    q850_cause=q850_cause(call.peer_reason),
+                    by_remote=not call.ended_locally,
+                )
+            )
+
+    @staticmethod
+    def _peer_q850(prm: pj.OnCallStateParam) -> str | None:
+        """The Reason header of a request or response the peer sent, if this event has one."""
+        event = prm.e
+        if event.type != pj.PJSIP_EVENT_TSX_STATE:
+            return None
+        src = event.body.tsxState.src
+        if event.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+            return None
+        message = src.rdata.wholeMsg
+        return headers(message).get("reason") if message else None
+
+    def on_refused(self, prm: pj.OnRejectedIncomingCallParam) -> None:
+        self.emit(
+            CallRefusedByStack(
+                sip_call_id=prm.callId or "",
+                source=prm.rdata.srcAddress,
+                from_uri=prm.remoteInfo,
+                to_uri=prm.localInfo,
+                sip_code=prm.statusCode,
+                reason=prm.reason,
+            )
+        )

@@ -1,0 +1,195 @@
+"""Typed messages between the controller and its call workers.
+
+One JSON object per line over a socket pair; `kind` names the message. The controller
+decides, the worker reports: a worker never acts on a new call without a decision.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class ProtocolError(Exception):
+    """A line from the other process is not a message we know."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- controller → worker ---------------------------------------------------------------
+
+
+class TrunkSettings(Message):
+    name: str
+    host: str
+    port: int
+    transport: Literal["udp", "tcp", "tls"]
+    username: str | None = None
+    password: str | None = None
+    send_register: bool = False
+    register_interval: int = 300
+
+
+class WorkerSettings(Message):
+    kind: Literal["WorkerSettings"] = "WorkerSettings"
+    worker_id: int
+    sip_host: str
+    sip_port: int
+    public_host: str | None
+    transports: list[Literal["udp", "tcp"]]
+    max_calls: int
+    rtp_port: int
+    rtp_port_count: int
+    codecs: list[str]
+    decision_timeout: float
+    log_level: str
+    log_sip_messages: bool
+    trunks: list[TrunkSettings] = Field(default_factory=list)
+
+
+class AnswerCall(Message):
+    """Send a provisional (180/183) or final 200 answer to an incoming call."""
+
+    kind: Literal["AnswerCall"] = "AnswerCall"
+    call_ref: str
+    code: Literal[180, 183, 200]
+
+
+class RejectCall(Message):
+    kind: Literal["RejectCall"] = "RejectCall"
+    call_ref: str
+    code: int = Field(ge=300, le=699)
+    reason: str | None = None
+    retry_after: int | None = None
+
+
+class HangupCall(Message):
+    """End a call in whatever state it is: CANCEL, BYE or a final response as fits."""
+
+    kind: Literal["HangupCall"] = "HangupCall"
+    call_ref: str
+    code: int | None = None
+    reason: str | None = None
+
+
+class Drain(Message):
+    """Refuse new INVITEs with 503 and Retry-After; let live calls run on."""
+
+    kind: Literal["Drain"] = "Drain"
+    retry_after: int
+
+
+class Stop(Message):
+    """Hang up every call and exit."""
+
+    kind: Literal["Stop"] = "Stop"
+
+
+# ---- worker → controller ---------------------------------------------------------------
+
+
+class WorkerReady(Message):
+    kind: Literal["WorkerReady"] = "WorkerReady"
+    worker_id: int
+    pid: int
+    sip_host: str
+    sip_port: int
+    capacity: int
+    sip_start_seconds: float
+
+
+class SipRequestSeen(Message):
+    """Any SIP request that reached the worker's stack, including ones it answers itself."""
+
+    kind: Literal["SipRequestSeen"] = "SipRequestSeen"
+    method: str
+    source: str
+    transport: str
+    sip_call_id: str | None = None
+
+
+class IncomingCall(Message):
+    kind: Literal["IncomingCall"] = "IncomingCall"
+    call_ref: str
+    sip_call_id: str
+    request_uri: str
+    from_uri: str
+    from_display: str | None
+    to_uri: str
+    source: str
+    transport: str
+
+
+class CallProgress(Message):
+    kind: Literal["CallProgress"] = "CallProgress"
+    call_ref: str
+    state: Literal["ringing", "early", "answered"]
+    sip_code: int
+
+
+class CallEnded(Message):
+    kind: Literal["CallEnded"] = "CallEnded"
+    call_ref: str
+    sip_code: int
+    reason: str
+    q850_cause: int | None = None
+    by_remote: bool
+
+
+class CallRefusedByStack(Message):
+    """The SIP stack refused an INVITE itself (no free slot, unusable SDP) before we saw it."""
+
+    kind: Literal["CallRefusedByStack"] = "CallRefusedByStack"
+    sip_call_id: str
+    source: str
+    from_uri: str
+    to_uri: str
+    sip_code: int
+    reason: str
+
+
+class WorkerStats(Message):
+    kind: Literal["WorkerStats"] = "WorkerStats"
+    active_calls: int
+    capacity: int
+    draining: bool
+
+
+ToWorker = Annotated[
+    WorkerSettings | AnswerCall | RejectCall | HangupCall | Drain | Stop,
+    Field(discriminator="kind"),
+]
+FromWorker = Annotated[
+    WorkerReady
+    | SipRequestSeen
+    | IncomingCall
+    | CallProgress
+    | CallEnded
+    | CallRefusedByStack
+    | WorkerStats,
+    Field(discriminator="kind"),
+]
+
+_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)
+_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)
+
+
+def encode(message: Message) -> bytes:
+    return message.model_dump_json().encode() + b"\n"
+
+
+def decode_to_worker(line: bytes) -> ToWorker:
+    try:
+        return _to_worker.validate_json(line)
+    except ValidationError as e:
+        raise ProtocolError(f"bad message for the worker: {e.errors()[0]['msg']}") from e
+
+
+def decode_from_worker(line: bytes) -> FromWorker:
+    try:
+        return _from_worker.validate_json(line)
+    except ValidationError as e:
+        raise ProtocolError(f"bad message from a worker: {e.errors()[0]['msg']}") from e
