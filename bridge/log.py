@@ -37,6 +37,8 @@ def setup_logging(level: str, process_name: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Per-statement chatter from the database driver drowns everything else.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     # aiohttp's access log repeats every transaction; keep it for DEBUG only.
     logging.getLogger("aiohttp.access").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.WARNING

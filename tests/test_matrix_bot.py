@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tests.conftest import BridgeStack
 from teststack.bridge_process import BridgeProcess
 from teststack.matrix_client import Event, MatrixUser
-from tests.conftest import BridgeStack
 
 
 def notice_from(bot: str, containing: str) -> Callable[[Event], bool]:

@@ -11,7 +11,7 @@ from .procs import free_port_pair
 
 HEADERS = """\
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "[$caller_name]" <sip:[$caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      From: "{caller_name}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
       Max-Forwards: 70"""
@@ -29,7 +29,7 @@ SDP = """\
 
 
 def options_scenario() -> str:
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+    return """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="OPTIONS">
   <send retrans="500"><![CDATA[
       OPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -52,15 +52,11 @@ def invite_expecting(final: int, caller: str = "+4940111222", caller_name: str =
     """An INVITE that must end with `final` (a 4xx-6xx, which SIPp then ACKs)."""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="INVITE expecting {final}">
-  <nop><action>
-    <assign_text assign_to="caller" value="{caller}"/>
-    <assign_text assign_to="caller_name" value="{caller_name}"/>
-  </action></nop>
   <send retrans="500"><![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{HEADERS}
+{HEADERS.format(caller=caller, caller_name=caller_name)}
       CSeq: 1 INVITE
-      Contact: <sip:[$caller]@[local_ip]:[local_port]>
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
       Content-Type: application/sdp
       Content-Length: [len]
 

@@ -37,6 +37,8 @@ def ghost_pattern(config: Config) -> re.Pattern[str]:
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
+    if not isinstance(raw.get("content"), dict):
+        raise PermanentEventError(f"{raw.get('type')!r} event has no content object")
     raw = dict(raw)
     unsigned = raw.get("unsigned")
     if isinstance(unsigned, dict) and "prev_content" not in unsigned and "prev_content" in raw:
