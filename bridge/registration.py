@@ -16,8 +16,8 @@ def user_namespaces(config: Config) -> list[dict[str, Any]]:
     domain = re.escape(config.homeserver.domain)
     prefix, suffix = config.bridge.username_template.split("{number}")
     return [
-        {"regex": f"@{re.escape(prefix)}.+{re.escape(suffix)}:{domain}", "exclusive": True},
-        {"regex": f"@{re.escape(config.bridge.bot.username)}:{domain}", "exclusive": True},
+        {"regex": f"^@{re.escape(prefix)}.+{re.escape(suffix)}:{domain}$", "exclusive": True},
+        {"regex": f"^@{re.escape(config.bridge.bot.username)}:{domain}$", "exclusive": True},
     ]
 
 
