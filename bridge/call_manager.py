@@ -35,6 +35,8 @@ class LiveCall:
     call_ref: str
     direction: str
     answered: bool = False
+    # Why the bridge itself refused or ended the call, for the record.
+    refusal: str | None = None
 
 
 class CallManager:
@@ -96,12 +98,11 @@ class CallManager:
             log.error("cannot take call %s: %s; answering 503", call.sip_call_id, e)
             self._send(worker_id, RejectCall(call_ref=call.call_ref, code=503, retry_after=30))
             return
-        self._live[(worker_id, call.call_ref)] = LiveCall(
-            record.id, worker_id, call.call_ref, "inbound"
-        )
+        live = LiveCall(record.id, worker_id, call.call_ref, "inbound")
+        self._live[(worker_id, call.call_ref)] = live
         if room_id is None:
             log.info("call %s: %s is not linked to a room; answering 404", record.id, callee)
-            await self.calls.update(record.id, reason=f"{callee} is not linked to a room")
+            live.refusal = f"{callee} is not linked to a room"
             self._send(worker_id, RejectCall(call_ref=call.call_ref, code=404, reason="Not Found"))
             return
         # Ringing the linked room is the call flow's job; until it runs, refuse honestly.
@@ -124,13 +125,14 @@ class CallManager:
         if live is None:
             log.warning("worker %d ended unknown call %s", worker_id, ended.call_ref)
             return
-        outcome = outcome_of_sip_end(ended.sip_code, live.answered, ended.by_remote)
+        outcome = outcome_of_sip_end(ended.sip_code, live.answered)
         side = "the phone" if ended.by_remote else "the bridge"
+        reason = f"{ended.sip_code} {ended.reason}, ended by {side}"
         await self.calls.finish(
             live.record_id,
             outcome.value,
             sip_code=ended.sip_code,
-            reason=f"{ended.sip_code} {ended.reason}, ended by {side}",
+            reason=f"{live.refusal} ({reason})" if live.refusal else reason,
             q850_cause=ended.q850_cause,
         )
         self.metrics.calls.labels(live.direction, outcome.value).inc()
@@ -144,7 +146,7 @@ class CallManager:
             refused.sip_code,
             refused.reason,
         )
-        outcome = outcome_of_sip_end(refused.sip_code, answered=False, by_remote=False)
+        outcome = outcome_of_sip_end(refused.sip_code, answered=False)
         now = utcnow()
         await self.calls.create(
             CallRecord(

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ class BridgeStack:
     synapse: Synapse
     config_path: Path
     registration_path: Path
-    config: dict
+    config: dict[str, Any]
     as_port: int
     metrics_port: int
     sip_port: int
@@ -35,7 +36,7 @@ class BridgeStack:
         return f"@sipbot:{self.synapse.server_name}"
 
 
-def base_config(synapse: Synapse, as_port: int, metrics_port: int, sip_port: int) -> dict:
+def base_config(synapse: Synapse, as_port: int, metrics_port: int, sip_port: int) -> dict[str, Any]:
     return {
         "homeserver": {"address": synapse.url, "domain": synapse.server_name},
         "appservice": {

@@ -15,7 +15,7 @@ from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.matrix_client import MatrixUser
 
-ROUTES = [
+ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/_matrix/app/v1/transactions/t1", {"events": []}),
     ("PUT", "/transactions/t1", {"events": []}),
     ("GET", "/_matrix/app/v1/users/@sip_+4930:localhost", None),

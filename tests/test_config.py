@@ -81,7 +81,8 @@ def test_defaults_are_usable() -> None:
         (
             "bridge",
             {"permissions": {"@a:hs": "root"}},
-            "cfg.yaml: bridge.permissions.@a:hs = 'root': Input should be 'none', 'user' or 'admin'",
+            "cfg.yaml: bridge.permissions.@a:hs = 'root': Input should be 'none', 'user' or "
+            "'admin'",
         ),
         ("sip", {"trunkz": []}, "cfg.yaml: sip.trunkz: unknown key"),
         ("logging", {"level": "LOUD"}, "cfg.yaml: logging.level = 'LOUD': Input should be"),

@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from . import STACK_DIR
 from .procs import ManagedProcess, free_port
@@ -35,7 +36,9 @@ disable_existing_loggers: false
 _GENEROUS = {"per_second": 1000, "burst_count": 1000}
 
 
-def homeserver_config(workdir: Path, port: int, secret: str, registrations: list[Path]) -> dict:
+def homeserver_config(
+    workdir: Path, port: int, secret: str, registrations: list[Path]
+) -> dict[str, Any]:
     return {
         "server_name": SERVER_NAME,
         "pid_file": str(workdir / "homeserver.pid"),

@@ -16,10 +16,10 @@ class Outcome(StrEnum):
     FAILED = "failed"  # the bridge lost the call (worker died, restart)
 
 
-def outcome_of_sip_end(sip_code: int, answered: bool, by_remote: bool) -> Outcome:
+def outcome_of_sip_end(sip_code: int, answered: bool) -> Outcome:
     if answered:
         return Outcome.COMPLETED
-    if sip_code == 487 and by_remote:
+    if sip_code == 487:  # the caller's side gave up, whichever side that was
         return Outcome.CANCELLED
     if sip_code in (486, 600):
         return Outcome.BUSY

@@ -4,22 +4,22 @@ from bridge.core.outcome import Outcome, outcome_of_sip_end
 
 
 @pytest.mark.parametrize(
-    ("code", "answered", "by_remote", "expected"),
+    ("code", "answered", "expected"),
     [
-        (200, True, True, Outcome.COMPLETED),
-        (487, True, False, Outcome.COMPLETED),
-        (487, False, True, Outcome.CANCELLED),
-        (487, False, False, Outcome.FAILED),
-        (486, False, False, Outcome.BUSY),
-        (600, False, True, Outcome.BUSY),
-        (603, False, False, Outcome.DECLINED),
-        (480, False, False, Outcome.NO_ANSWER),
-        (408, False, True, Outcome.NO_ANSWER),
-        (503, False, False, Outcome.UNAVAILABLE),
-        (404, False, False, Outcome.REJECTED),
-        (403, False, False, Outcome.REJECTED),
-        (500, False, True, Outcome.FAILED),
+        (200, True, Outcome.COMPLETED),
+        (487, True, Outcome.COMPLETED),
+        (487, False, Outcome.CANCELLED),
+        (487, False, Outcome.CANCELLED),
+        (486, False, Outcome.BUSY),
+        (600, False, Outcome.BUSY),
+        (603, False, Outcome.DECLINED),
+        (480, False, Outcome.NO_ANSWER),
+        (408, False, Outcome.NO_ANSWER),
+        (503, False, Outcome.UNAVAILABLE),
+        (404, False, Outcome.REJECTED),
+        (403, False, Outcome.REJECTED),
+        (500, False, Outcome.FAILED),
     ],
 )
-def test_outcome_of_sip_end(code: int, answered: bool, by_remote: bool, expected: Outcome) -> None:
-    assert outcome_of_sip_end(code, answered, by_remote) is expected
+def test_outcome_of_sip_end(code: int, answered: bool, expected: Outcome) -> None:
+    assert outcome_of_sip_end(code, answered) is expected

@@ -173,8 +173,9 @@ FromWorker = Annotated[
     Field(discriminator="kind"),
 ]
 
-_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)
-_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)
+# mypy reads an Annotated union as a value here; pydantic documents this form.
+_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)  # type: ignore[arg-type]
+_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)  # type: ignore[arg-type]
 
 
 def encode(message: Message) -> bytes:
