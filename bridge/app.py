@@ -10,20 +10,27 @@ from datetime import timedelta
 
 from mautrix.errors import MatrixConnectionError, MatrixRequestError, MUnknownToken
 
-from .call_manager import CallManager
+from .calls.effects import CallServices, SipSender
+from .calls.manager import CallManager
+from .calls.records import RecordKeeper
 from .commands.builtin import register_builtin
 from .commands.processor import CommandProcessor
 from .commands.registry import CommandRegistry
+from .commands.telephony import register_telephony
 from .config import Config
 from .matrix.appservice import BridgeAppService
 from .matrix.events import MatrixEventRouter
+from .matrix.ghosts import GhostDirectory
 from .matrix.inbox import InboxProcessor
+from .matrix.rooms import RoomAccess
 from .metrics import Metrics, MetricsServer
 from .status import BridgeStatus, StatusCollector
 from .storage.calls import CallStore
 from .storage.database import Database, StorageError
+from .storage.ghosts import GhostStore
 from .storage.inbox import InboxStore
 from .storage.numbers import NumberStore
+from .storage.portals import PortalStore
 from .storage.trunks import TrunkStateStore
 from .workers.pool import WorkerPool, WorkerPoolError
 
@@ -57,9 +64,7 @@ class Bridge:
         self.inbox_store = InboxStore(self.db)
         self.numbers = NumberStore(self.db)
         self.trunk_states = TrunkStateStore(self.db)
-        self.calls = CallManager(self.call_store, self.numbers, self.metrics)
-        self.pool = WorkerPool(config, self.calls.on_worker_event, self.calls.on_worker_lost)
-        self.calls.attach(self.pool)
+        self.portals = PortalStore(self.db)
         self.inbox: InboxProcessor | None = None
         self.az = BridgeAppService(
             inbox=self.inbox_store,
@@ -73,8 +78,27 @@ class Bridge:
             verify_ssl=config.homeserver.verify_tls,
             bridge_name="sip",
         )
+        self.rooms = RoomAccess(self.az)
+        self.ghosts = GhostDirectory(config, self.az, GhostStore(self.db))
+        self.records = RecordKeeper(self.call_store)
+        self.sip = SipSender()
+        services = CallServices(
+            config, self.sip, self.ghosts, self.rooms, self.records, self.metrics
+        )
+        self.calls = CallManager(
+            config, services, self.call_store, self.numbers, self.portals, self.trunk_states
+        )
+        self.pool = WorkerPool(config, self.calls.on_worker_event, self.calls.on_worker_lost)
+        self.sip.pool = self.pool
         self.status = StatusCollector(
-            config, self.az, self.db, self.pool, self.trunk_states, self.inbox_store
+            config,
+            self.az,
+            self.db,
+            self.pool,
+            self.trunk_states,
+            self.inbox_store,
+            self.rooms,
+            self.records,
         )
         self.metrics_server = MetricsServer(
             self.metrics,
@@ -84,6 +108,7 @@ class Bridge:
         )
         self.commands = CommandRegistry()
         register_builtin(self.commands, self.status.collect)
+        register_telephony(self.commands, config, self.numbers, self.rooms, self.calls)
         self._stopping = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -102,9 +127,6 @@ class Bridge:
             raise StartupError(
                 f"{e} (is database.url right and the server running?)", EXIT_DATABASE
             ) from e
-        closed = await self.calls.close_stale("the bridge restarted while the call was up")
-        if closed:
-            log.warning("closed %d call records left open by the previous run", closed)
         try:
             await self.az.start(self.config.appservice.hostname, self.config.appservice.port)
         except OSError as e:
@@ -114,12 +136,19 @@ class Bridge:
                 EXIT_LISTEN,
             ) from e
         await self._check_homeserver()
+        closed = await self.calls.reconcile_after_restart()
+        if closed:
+            log.warning("closed %d calls left open by the previous run", closed)
         router = MatrixEventRouter(
             self.config,
             self.az.intent,
             CommandProcessor(
                 self.commands, self.config.bridge.command_prefix, self.config.permission_of
             ),
+            self.calls,
+            self.ghosts,
+            self.portals,
+            self.rooms,
         )
         self.inbox = InboxProcessor(self.inbox_store, router.handle)
         try:
@@ -210,17 +239,16 @@ class Bridge:
         deadline = time.monotonic() + self.config.workers.drain_timeout
         while time.monotonic() < deadline:
             active = sum(w.active_calls for w in self.pool.workers.values())
-            if active == 0:
+            if active == 0 and self.calls.live_calls == 0:
                 break
             await asyncio.sleep(0.5)
         else:
             log.warning("drain timeout passed; hanging up the remaining calls")
 
     async def stop(self) -> None:
+        await self.calls.hang_up_all("the bridge is shutting down")
         await self.pool.stop()
-        closed = await self.calls.close_stale("the bridge stopped while the call was up")
-        if closed:
-            log.warning("closed %d call records at stop", closed)
+        await self.records.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self.inbox is not None:

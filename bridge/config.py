@@ -153,13 +153,38 @@ def _all_codecs() -> list[Codec]:
     return ["PCMU", "PCMA", "G722"]
 
 
+class DialPlanConfig(Section):
+    """How dialled numbers become E.164, and which destinations may be called."""
+
+    country_code: str = Field("", pattern=r"^\d{0,3}$")
+    national_prefix: str = Field("0", pattern=r"^\d{0,2}$")
+    international_prefix: str = Field("00", pattern=r"^\d{0,4}$")
+    allow: list[str] = Field(default_factory=lambda: [r"^\+"])
+    deny: list[str] = Field(default_factory=list)
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"'{pattern}' is not a regular expression: {e}") from None
+        return value
+
+
 class TrunkConfig(Section):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     host: str
     port: Port = 5060
     transport: Transport = "udp"
     username: str | None = None
     password: str | None = None
+    auth_realm: str = Field("*", description="digest realm the credentials are for")
+    # The number trunk calls come from, and per-user numbers (sent as P-Asserted-Identity).
+    caller_id: str | None = None
+    caller_id_by_user: dict[str, str] = Field(default_factory=dict)
+    dial_plan: DialPlanConfig = DialPlanConfig()
     # "register" would shadow a pydantic method, so the attribute has another name.
     send_register: bool = Field(False, alias="register")
     register_interval: Annotated[int, Field(ge=30, le=86400)] = 300
@@ -219,6 +244,27 @@ class MediaConfig(Section):
     codecs: list[Codec] = Field(default_factory=_all_codecs)
 
 
+class MatrixRtcConfig(Section):
+    # The MatrixRTC/LiveKit service sent in our memberships' foci_preferred, when the bridge
+    # starts a session. A ghost joining a session uses the oldest member's focus instead.
+    livekit_service_url: str = ""
+    # How long a ring lasts (clients cap it at 2 minutes).
+    ring_lifetime: Annotated[float, Field(ge=5, le=120)] = 60.0
+    membership_expires: Annotated[int, Field(ge=60, le=86400)] = 14400
+    # A ghost's membership is removed by the homeserver this long after the bridge goes quiet.
+    delayed_leave: Annotated[float, Field(ge=2, le=120)] = 10.0
+    delayed_leave_refresh: Annotated[float, Field(ge=1, le=60)] = 5.0
+    # Also send org.matrix.msc4075.call.notify, for clients older than rtc.notification.
+    send_call_notify: bool = False
+    # What the phone hears when a Matrix user declines: 603 Decline or 486 Busy Here.
+    decline_code: Literal[603, 486] = 603
+
+    @field_validator("livekit_service_url")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return _check_http_url(value) if value else value
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     sip_messages: bool = Field(False, description="log every SIP message at DEBUG")
@@ -238,6 +284,7 @@ class Config(Section):
     sip: SipConfig = SipConfig()
     workers: WorkersConfig = WorkersConfig()
     media: MediaConfig = MediaConfig()
+    matrixrtc: MatrixRtcConfig = MatrixRtcConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
 

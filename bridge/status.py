@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from mautrix.errors import MatrixError
 
+from .calls.records import RecordKeeper
 from .config import Config
 from .matrix.appservice import BridgeAppService
+from .matrix.rooms import RoomAccess
 from .storage.database import Database, StorageError
 from .storage.inbox import InboxStore
 from .storage.trunks import TrunkStateStore
@@ -42,6 +44,8 @@ class BridgeStatus:
     workers: list[WorkerLine]
     trunks: list[TrunkLine]
     inbox: dict[str, int] = field(default_factory=dict)
+    rooms_lacking_power: dict[str, str] = field(default_factory=dict)
+    unsaved_records: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -57,6 +61,8 @@ class StatusCollector:
         pool: WorkerPool,
         trunks: TrunkStateStore,
         inbox: InboxStore,
+        rooms: RoomAccess,
+        records: RecordKeeper,
     ) -> None:
         self.config = config
         self.az = az
@@ -64,6 +70,8 @@ class StatusCollector:
         self.pool = pool
         self.trunks = trunks
         self.inbox = inbox
+        self.rooms = rooms
+        self.records = records
 
     async def homeserver(self) -> tuple[bool, str]:
         started = time.monotonic()
@@ -104,4 +112,14 @@ class StatusCollector:
             WorkerLine(w.id, w.state, w.pid, w.sip_port, w.capacity, w.active_calls, w.restarts)
             for w in self.pool.workers.values()
         ]
-        return BridgeStatus(hs_ok, hs_text, db_ok, db_text, workers, trunks, inbox)
+        return BridgeStatus(
+            hs_ok,
+            hs_text,
+            db_ok,
+            db_text,
+            workers,
+            trunks,
+            inbox,
+            dict(self.rooms.lacking_power),
+            self.records.pending,
+        )

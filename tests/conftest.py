@@ -13,7 +13,7 @@ import pytest
 from teststack.bridge_process import BridgeProcess, generate_registration
 from teststack.matrix_client import MatrixUser
 from teststack.postgres import Postgres
-from teststack.procs import free_port, free_port_block
+from teststack.procs import free_port, free_port_block, free_port_pair
 from teststack.synapse import Synapse
 
 MAX_WORKERS = 3
@@ -28,6 +28,7 @@ class BridgeStack:
     as_port: int
     metrics_port: int
     sip_port: int
+    trunk_port: int
     workdir: Path
     tokens: dict[str, str]
 
@@ -36,7 +37,9 @@ class BridgeStack:
         return f"@sipbot:{self.synapse.server_name}"
 
 
-def base_config(synapse: Synapse, as_port: int, metrics_port: int, sip_port: int) -> dict[str, Any]:
+def base_config(
+    synapse: Synapse, as_port: int, metrics_port: int, sip_port: int, trunk_port: int
+) -> dict[str, Any]:
     return {
         "homeserver": {"address": synapse.url, "domain": synapse.server_name},
         "appservice": {
@@ -54,9 +57,33 @@ def base_config(synapse: Synapse, as_port: int, metrics_port: int, sip_port: int
             }
         },
         "database": {"url": "sqlite+aiosqlite:///bridge.db"},
-        "sip": {"listen_host": "127.0.0.1", "port": sip_port},
+        "sip": {
+            "listen_host": "127.0.0.1",
+            "port": sip_port,
+            "trunks": [
+                {
+                    # SIPp plays both the provider calling in and the one we dial out to.
+                    "name": "local",
+                    "host": "127.0.0.1",
+                    "port": trunk_port,
+                    "allowed_sources": ["127.0.0.1/32"],
+                    "caller_id": "+4930555000",
+                    "dial_plan": {
+                        "country_code": "49",
+                        "allow": [r"^\+"],
+                        "deny": [r"^\+49900", r"^\+881"],
+                    },
+                }
+            ],
+        },
         "workers": {"count": 1, "drain_timeout": 20, "restart_delay_max": 2},
         "media": {"rtp_port": sip_port + 1000, "rtp_ports_per_worker": 40},
+        "matrixrtc": {
+            "livekit_service_url": "http://127.0.0.1:1/livekit",
+            "ring_lifetime": 20,
+            "delayed_leave": 5,
+            "delayed_leave_refresh": 2,
+        },
         "logging": {"level": "DEBUG"},
         "metrics": {"enabled": True, "hostname": "127.0.0.1", "port": metrics_port},
     }
@@ -67,9 +94,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeStack]:
     workdir = tmp_path_factory.mktemp("stack")
     as_port, metrics_port = free_port(), free_port()
     sip_port = free_port_block(MAX_WORKERS)
+    trunk_port = free_port_pair()
     registration = workdir / "registration.yaml"
     synapse = Synapse(workdir / "synapse", [registration])
-    config = base_config(synapse, as_port, metrics_port, sip_port)
+    config = base_config(synapse, as_port, metrics_port, sip_port, trunk_port)
     config_path = workdir / "config.yaml"
     config_path.write_text(json.dumps(config, indent=2))
     generate_registration(config_path, registration)
@@ -79,7 +107,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeStack]:
     tokens = {k: written["appservice"][k] for k in ("as_token", "hs_token")}
     synapse.start()
     yield BridgeStack(
-        synapse, config_path, registration, config, as_port, metrics_port, sip_port, workdir, tokens
+        synapse,
+        config_path,
+        registration,
+        config,
+        as_port,
+        metrics_port,
+        sip_port,
+        trunk_port,
+        workdir,
+        tokens,
     )
     synapse.stop()
 

@@ -65,9 +65,7 @@ def test_invite_to_an_unlinked_number_reaches_the_controller_and_gets_404(
     assert record["outcome"] == "rejected"
     assert record["sip_code"] == 404
     assert record["worker_id"] == 1
-    assert record["reason"] == (
-        "+4930999888 is not linked to a room (404 Not Found, ended by the bridge)"
-    )
+    assert record["reason"] == "+4930999888 is not linked to a room"
 
 
 def test_a_killed_worker_is_restarted_and_takes_calls_again(

@@ -31,6 +31,10 @@ def format_status(status: BridgeStatus) -> str:
         lines += [f"  {t.name}: {t.registration} {t.detail}".rstrip() for t in status.trunks]
     else:
         lines.append("Trunks: none configured")
+    for room_id, reason in sorted(status.rooms_lacking_power.items()):
+        lines.append(f"Room {room_id}: {reason}")
+    if status.unsaved_records:
+        lines.append(f"Call records waiting for the database: {status.unsaved_records}")
     if status.inbox.get("parked"):
         lines.append(f"Matrix events parked after failing: {status.inbox['parked']}")
     return "\n".join(lines)

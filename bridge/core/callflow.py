@@ -47,7 +47,8 @@ class RouteFound:
 @dataclass(frozen=True)
 class RouteRefused:
     sip_code: int
-    reason: str
+    reason: str  # the SIP reason phrase
+    detail: str = ""  # why, for the record
 
 
 @dataclass(frozen=True)
@@ -336,13 +337,9 @@ class CallFlow:
         return [JoinSession()]
 
     def _routing_refused(self, e: RouteRefused, now: float) -> list[Action]:
-        return self._end(
-            Outcome.REJECTED if e.sip_code != 503 else Outcome.UNAVAILABLE,
-            e.sip_code,
-            e.reason,
-            None,
-            sip=RespondSip(e.sip_code, e.reason),
-        )
+        outcome = Outcome.REJECTED if e.sip_code != 503 else Outcome.UNAVAILABLE
+        sip = RespondSip(e.sip_code, e.reason)
+        return self._end(outcome, e.sip_code, e.detail or e.reason, None, sip=sip)
 
     def _joining_joined(self, e: SessionJoined, now: float) -> list[Action]:
         if self.members:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bridge.core.callflow import (
-    Action,
-    Event,
     RING_TIMER,
     TRANSITIONS,
+    Action,
     CallFlow,
     CallState,
     CancelTimer,
     Declined,
+    Event,
     Finish,
     HangUp,
     HangUpSip,

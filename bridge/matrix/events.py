@@ -18,22 +18,22 @@ from mautrix.types import (
     SerializerError,
     StateEvent,
     TextMessageEventContent,
+    UserID,
 )
 
+from ..calls.manager import CALL_EVENT_TYPES, CallManager
 from ..commands.processor import CommandProcessor
 from ..config import Config, PermissionLevel
+from ..storage.portals import PortalStore
+from .ghosts import GhostDirectory
 from .inbox import PermanentEventError
+from .room_state import may_send
+from .rooms import RoomAccess
+from .rtc import CALL_MEMBER
 
 log = logging.getLogger(__name__)
 
 NOT_PERMITTED_INVITE = "You are not permitted to use this bridge."
-
-
-def ghost_pattern(config: Config) -> re.Pattern[str]:
-    prefix, suffix = config.bridge.username_template.split("{number}")
-    return re.compile(
-        f"^@{re.escape(prefix)}.+{re.escape(suffix)}:{re.escape(config.homeserver.domain)}$"
-    )
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
@@ -54,29 +54,46 @@ def parse_event(raw: dict[str, Any]) -> Event:
 
 
 class MatrixEventRouter:
-    def __init__(self, config: Config, bot: IntentAPI, commands: CommandProcessor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        bot: IntentAPI,
+        commands: CommandProcessor,
+        calls: CallManager,
+        ghosts: GhostDirectory,
+        portals: PortalStore,
+        rooms: RoomAccess,
+    ) -> None:
         self.config = config
         self.bot = bot
         self.commands = commands
-        self.ghosts = ghost_pattern(config)
+        self.calls = calls
+        self.ghosts = ghosts
+        self.portals = portals
+        self.rooms = rooms
 
     def is_bridge_user(self, user_id: str) -> bool:
-        return user_id == self.config.bot_mxid or bool(self.ghosts.match(user_id))
+        return user_id == self.config.bot_mxid or self.ghosts.is_ghost(user_id)
 
     async def handle(self, raw: dict[str, Any]) -> None:
         event = parse_event(raw)
         if isinstance(event, StateEvent):
             await self.bot.state_store.update_state(event)
-        if event.type == EventType.ROOM_MEMBER:
+        if raw["type"] in CALL_EVENT_TYPES:
+            await self.calls.on_room_event(raw)
+        elif event.type == EventType.ROOM_MEMBER:
             await self._membership(event)
         elif event.type == EventType.ROOM_MESSAGE:
             await self._message(event)
 
     async def _membership(self, event: Event) -> None:
         assert isinstance(event, StateEvent)
-        if event.state_key != self.config.bot_mxid:
-            return
         if event.content.membership != Membership.INVITE:
+            return
+        if self.ghosts.is_ghost(event.state_key):
+            await self._ghost_invited(event)
+            return
+        if event.state_key != self.config.bot_mxid:
             return
         inviter = event.sender
         room_id = event.room_id
@@ -90,6 +107,28 @@ class MatrixEventRouter:
         await self._notice(
             room_id, f"Hello! Type `{self.commands.prefix} help` to see what I can do."
         )
+
+    async def _ghost_invited(self, event: StateEvent) -> None:
+        """A user invites a number's ghost: the room becomes their portal to that number."""
+        number = self.ghosts.number_of(event.state_key)
+        assert number is not None
+        inviter, room_id = event.sender, event.room_id
+        if self.config.permission_of(inviter) is PermissionLevel.NONE:
+            log.info("%s may not invite %s; declining", inviter, event.state_key)
+            ghost = self.bot.user(UserID(event.state_key))
+            await ghost.leave_room(room_id, reason=NOT_PERMITTED_INVITE)
+            return
+        ghost = await self.ghosts.intent_for(number)
+        await ghost.join_room(room_id)
+        await self.portals.save(inviter, number, room_id)
+        log.info("%s opened a portal to %s in %s", inviter, number, room_id)
+        state = await self.rooms.state(room_id, ghost)
+        if not may_send(state, ghost.mxid, CALL_MEMBER):
+            await ghost.send_notice(
+                room_id,
+                f"I cannot join calls here: allow {CALL_MEMBER} at power level 0 in this "
+                "room's settings (or give me power level 50).",
+            )
 
     async def _leave(self, room_id: RoomID, reason: str) -> None:
         try:

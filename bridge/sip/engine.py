@@ -28,9 +28,12 @@ from ..workers.protocol import (
     Drain,
     HangupCall,
     IncomingCall,
+    MakeCall,
     Message,
     RejectCall,
     SipRequestSeen,
+    TrunkRegistration,
+    TrunkSettings,
     WorkerSettings,
     WorkerStats,
 )
@@ -40,12 +43,19 @@ log = logging.getLogger(__name__)
 pjlog = logging.getLogger("pjsip")
 
 Emit = Callable[[Message], None]
-EngineCommand = AnswerCall | RejectCall | HangupCall | Drain
+EngineCommand = AnswerCall | RejectCall | MakeCall | HangupCall | Drain
 
 POLL_MS = 10
+PJ_ETOOMANY = 70010
 CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
 # A closed port: a TCP connect there fails at once, so probe calls free their slots at once.
 PROBE_URI = "sip:capacity-probe@127.0.0.1:9;transport=tcp"
+
+
+def _trunk_uri(trunk: TrunkSettings, user: str | None = None) -> str:
+    userpart = f"{user}@" if user else ""
+    transport = "" if trunk.transport == "udp" else f";transport={trunk.transport}"
+    return f"sip:{userpart}{trunk.host}:{trunk.port}{transport}"
 
 
 def _via_transport(via: str) -> str:
@@ -90,13 +100,31 @@ class _Account(pj.Account):  # type: ignore[misc]
         self.engine.on_incoming(self, prm)
 
 
+class _TrunkAccount(_Account):
+    def __init__(self, engine: SipEngine, trunk: TrunkSettings) -> None:
+        super().__init__(engine)
+        self.trunk = trunk
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.engine.on_registration(self.trunk.name, prm)
+
+
 class _Call(pj.Call):  # type: ignore[misc]
-    def __init__(self, engine: SipEngine, account: _Account, call_id: int, ref: str) -> None:
+    def __init__(
+        self,
+        engine: SipEngine,
+        account: _Account,
+        call_id: int,
+        ref: str,
+        outgoing: bool = False,
+    ) -> None:
         super().__init__(account, call_id)
         self.engine = engine
         self.ref = ref
+        self.outgoing = outgoing
         self.ended_locally = False
         self.peer_reason: str | None = None
+        self.last_progress = 0
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.engine.on_call_state(self, prm)
@@ -130,6 +158,7 @@ class SipEngine:
         self._last_stats: tuple[int, int, bool] | None = None
         self._endpoint: _Endpoint | None = None
         self._account: _Account | None = None
+        self._trunks: dict[str, _TrunkAccount] = {}
         # pjsua2 may keep a pointer to the writer until the process ends: never free it.
         self._writer = _LogWriter(self)
 
@@ -213,21 +242,50 @@ class SipEngine:
             tcfg = pj.TransportConfig()
             tcfg.boundAddress = "127.0.0.1"
             ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
+        if any(t.transport == "tls" for t in s.trunks):
+            tcfg = pj.TransportConfig()
+            tcfg.boundAddress = s.sip_host
+            ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
         ep.audDevManager().setNullDev()
         self._set_codecs(ep)
         ep.libStart()
         account = _Account(self)
+        acfg = self._account_config(f"sip:bridge@{s.public_host or s.sip_host}:{s.sip_port}")
+        account.create(acfg, True)
+        self._account = account
+        self.capacity = self._probe_capacity(account)
+        for trunk in s.trunks:
+            self._trunks[trunk.name] = self._create_trunk_account(trunk)
+
+    def _account_config(self, id_uri: str) -> pj.AccountConfig:
+        s = self.settings
         acfg = pj.AccountConfig()
-        host = s.public_host or s.sip_host
-        acfg.idUri = f"sip:bridge@{host}:{s.sip_port}"
+        acfg.idUri = id_uri
         acfg.mediaConfig.transportConfig.port = s.rtp_port
         acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
         acfg.mediaConfig.transportConfig.boundAddress = s.sip_host
         if s.public_host:
             acfg.mediaConfig.transportConfig.publicAddress = s.public_host
-        account.create(acfg, True)
-        self._account = account
-        self.capacity = self._probe_capacity(account)
+        return acfg
+
+    def _create_trunk_account(self, trunk: TrunkSettings) -> _TrunkAccount:
+        user = trunk.caller_id or trunk.username or "bridge"
+        acfg = self._account_config(f"sip:{user}@{trunk.host}")
+        if trunk.username and trunk.password is not None:
+            # Digest with whatever algorithm the trunk challenges with (MD5 or SHA-256).
+            acfg.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", trunk.auth_realm, trunk.username, 0, trunk.password)
+            )
+        if trunk.send_register and self.settings.register_trunks:
+            acfg.regConfig.registrarUri = _trunk_uri(trunk)
+            acfg.regConfig.timeoutSec = trunk.register_interval
+            acfg.regConfig.retryIntervalSec = 30
+            acfg.regConfig.registerOnAdd = True
+        else:
+            acfg.regConfig.registerOnAdd = False
+        account = _TrunkAccount(self, trunk)
+        account.create(acfg)
+        return account
 
     def _set_codecs(self, ep: _Endpoint) -> None:
         wanted = [CODEC_IDS[name] for name in self.settings.codecs]
@@ -273,6 +331,9 @@ class SipEngine:
         if isinstance(command, Drain):
             self._state.draining_retry_after = command.retry_after
             return
+        if isinstance(command, MakeCall):
+            self._make_call(command)
+            return
         call = self._state.calls.get(command.call_ref)
         if call is None:
             log.debug("%s for call %s, which has ended", command.kind, command.call_ref)
@@ -286,6 +347,34 @@ class SipEngine:
         else:
             call.ended_locally = True
             call.hangup(self._op(command.code or 0, command.reason))
+
+    def _make_call(self, command: MakeCall) -> None:
+        account = self._trunks.get(command.trunk)
+        if account is None:
+            self._fail_outgoing(command.call_ref, 500, f"no trunk named {command.trunk}")
+            return
+        call = _Call(self, account, pj.PJSUA_INVALID_ID, command.call_ref, outgoing=True)
+        prm = pj.CallOpParam(True)
+        trunk = account.trunk
+        if command.caller_id and command.caller_id != trunk.caller_id:
+            # The account's From carries the trunk's number; a user's own number goes in PAI.
+            name = f'"{command.caller_name}" ' if command.caller_name else ""
+            header = pj.SipHeader()
+            header.hName = "P-Asserted-Identity"
+            header.hValue = f"{name}<sip:{command.caller_id}@{trunk.host}>"
+            prm.txOption.headers.append(header)
+        try:
+            call.makeCall(_trunk_uri(trunk, command.number), prm)
+        except pj.Error as e:
+            del call
+            code = 503 if e.status == PJ_ETOOMANY else 500
+            self._fail_outgoing(command.call_ref, code, e.reason)
+            return
+        self._state.calls[command.call_ref] = call
+
+    def _fail_outgoing(self, ref: str, code: int, reason: str) -> None:
+        log.warning("outgoing call %s not placed: %s", ref, reason)
+        self.emit(CallEnded(call_ref=ref, sip_code=code, reason=reason, by_remote=False))
 
     @staticmethod
     def _op(code: int, reason: str | None = None, retry_after: int | None = None) -> pj.CallOpParam:
@@ -337,6 +426,9 @@ class SipEngine:
         # Every pjsua2 object must be gone before libDestroy, or the process aborts.
         self._state.calls.clear()
         self._state.undecided.clear()
+        for trunk_account in self._trunks.values():
+            trunk_account.shutdown()
+        self._trunks.clear()
         if self._account is not None:
             self._account.shutdown()
             self._account = None
@@ -402,7 +494,13 @@ class SipEngine:
         cause = self._peer_q850(prm)
         if cause is not None:
             call.peer_reason = cause
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+        if info.state == pj.PJSIP_INV_STATE_EARLY and call.outgoing:
+            code = info.lastStatusCode
+            if code in (180, 183) and code != call.last_progress:
+                call.last_progress = code
+                state = "ringing" if code == 180 else "early"
+                self.emit(CallProgress(call_ref=call.ref, state=state, sip_code=code))
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.emit(CallProgress(call_ref=call.ref, state="answered", sip_code=200))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._state.undecided.pop(call.ref, None)
@@ -428,6 +526,25 @@ class SipEngine:
             return None
         message = src.rdata.wholeMsg
         return headers(message).get("reason") if message else None
+
+    def on_registration(self, trunk: str, prm: pj.OnRegStateParam) -> None:
+        if prm.status != 0 or prm.code >= 300:
+            state = "failed"
+        elif prm.expiration > 0:
+            state = "registered"
+        else:
+            state = "unregistered"
+        level = logging.INFO if state != "failed" else logging.WARNING
+        log.log(level, "trunk %s: %s (%d %s)", trunk, state, prm.code, prm.reason)
+        self.emit(
+            TrunkRegistration(
+                trunk=trunk,
+                state=state,
+                code=prm.code,
+                reason=prm.reason,
+                expires=prm.expiration,
+            )
+        )
 
     def on_refused(self, prm: pj.OnRejectedIncomingCallParam) -> None:
         self.emit(

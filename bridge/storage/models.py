@@ -95,6 +95,20 @@ class CallRecord(Base):
     sip_code: Mapped[int | None] = mapped_column(Integer)
     q850_cause: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
+    # What the call put into Matrix, so a restart can take it out again.
+    ghost_user_id: Mapped[str | None] = mapped_column(String(255))
+    rtc_state_key: Mapped[str | None] = mapped_column(String(255))
+
+
+class Portal(Base):
+    """A DM between a Matrix user and a phone number's ghost."""
+
+    __tablename__ = "portals"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AppserviceTransaction(Base):

@@ -89,9 +89,12 @@ def worker_settings(config: Config, worker: Worker) -> WorkerSettings:
                 password=t.password,
                 send_register=t.send_register,
                 register_interval=t.register_interval,
+                auth_realm=t.auth_realm,
+                caller_id=t.caller_id,
             )
             for t in config.sip.trunks
         ],
+        register_trunks=worker.id == 1,
     )
 
 

@@ -29,8 +29,10 @@ class TrunkSettings(Message):
     transport: Literal["udp", "tcp", "tls"]
     username: str | None = None
     password: str | None = None
+    auth_realm: str = "*"
     send_register: bool = False
     register_interval: int = 300
+    caller_id: str | None = None
 
 
 class WorkerSettings(Message):
@@ -48,6 +50,8 @@ class WorkerSettings(Message):
     log_level: str
     log_sip_messages: bool
     trunks: list[TrunkSettings] = Field(default_factory=list)
+    # Only one worker registers the trunks, so registrations do not replace each other.
+    register_trunks: bool = False
 
 
 class AnswerCall(Message):
@@ -64,6 +68,17 @@ class RejectCall(Message):
     code: int = Field(ge=300, le=699)
     reason: str | None = None
     retry_after: int | None = None
+
+
+class MakeCall(Message):
+    """Place an outgoing call over a trunk."""
+
+    kind: Literal["MakeCall"] = "MakeCall"
+    call_ref: str
+    trunk: str
+    number: str
+    caller_id: str | None = None
+    caller_name: str | None = None
 
 
 class HangupCall(Message):
@@ -151,6 +166,15 @@ class CallRefusedByStack(Message):
     reason: str
 
 
+class TrunkRegistration(Message):
+    kind: Literal["TrunkRegistration"] = "TrunkRegistration"
+    trunk: str
+    state: Literal["registered", "unregistered", "failed", "registering"]
+    code: int
+    reason: str
+    expires: int
+
+
 class WorkerStats(Message):
     kind: Literal["WorkerStats"] = "WorkerStats"
     active_calls: int
@@ -159,7 +183,7 @@ class WorkerStats(Message):
 
 
 ToWorker = Annotated[
-    WorkerSettings | AnswerCall | RejectCall | HangupCall | Drain | Stop,
+    WorkerSettings | AnswerCall | RejectCall | MakeCall | HangupCall | Drain | Stop,
     Field(discriminator="kind"),
 ]
 FromWorker = Annotated[
@@ -169,6 +193,7 @@ FromWorker = Annotated[
     | CallProgress
     | CallEnded
     | CallRefusedByStack
+    | TrunkRegistration
     | WorkerStats,
     Field(discriminator="kind"),
 ]

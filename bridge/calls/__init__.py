@@ -1,0 +1,1 @@
+"""Calls, controller side: one runner per call, its effects, records, the manager."""

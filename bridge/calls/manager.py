@@ -1,0 +1,507 @@
+"""The controller's calls: worker reports and Matrix events in, one runner per call.
+
+Inbound: an INVITE becomes a record and a runner; routing finds the linked room and feeds
+RouteFound (or a refusal). Outbound: a permitted user's ring in a portal room, or
+`!sip call`, becomes a runner that dials. Everything after that is the state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from mautrix.api import Method, Path
+from mautrix.errors import MatrixError
+from mautrix.types import RoomID, UserID
+
+from ..config import Config, PermissionLevel, TrunkConfig
+from ..core.callflow import (
+    CallFlow,
+    Declined,
+    Direction,
+    HangUp,
+    MemberJoined,
+    MemberLeft,
+    RouteFound,
+    RouteRefused,
+    SipAnswered,
+    SipEnded,
+    SipProgress,
+    WorkerLost,
+)
+from ..core.dialplan import DialPlan, NumberError, normalise_incoming
+from ..core.outcome import Outcome, outcome_of_sip_end
+from ..core.routing import caller_label, ghost_number, trunk_for_source
+from ..matrix.presence import now_ms
+from ..matrix.room_state import joined_members, session_members
+from ..matrix.rtc import (
+    CALL_MEMBER,
+    CALL_NOTIFY,
+    RTC_DECLINE,
+    RTC_MEMBER,
+    RTC_NOTIFICATION,
+    membership_state_key,
+    read_membership,
+    referenced_event,
+)
+from ..matrix.sessions import SessionTracker
+from ..sip.message import uri_user
+from ..storage.calls import CallStore
+from ..storage.database import StorageError
+from ..storage.models import CallRecord, utcnow
+from ..storage.numbers import NumberStore
+from ..storage.portals import PortalStore
+from ..storage.trunks import TrunkStateStore
+from ..workers.protocol import (
+    CallEnded,
+    CallProgress,
+    CallRefusedByStack,
+    FromWorker,
+    IncomingCall,
+    RejectCall,
+    SipRequestSeen,
+    TrunkRegistration,
+)
+from .effects import CallContext, CallEffects, CallServices
+from .runner import CallRunner
+
+log = logging.getLogger(__name__)
+
+CALL_EVENT_TYPES = {CALL_MEMBER, RTC_MEMBER, RTC_DECLINE, RTC_NOTIFICATION, CALL_NOTIFY}
+
+
+def dial_plan(trunk: TrunkConfig | None) -> DialPlan:
+    if trunk is None:
+        return DialPlan()
+    plan = trunk.dial_plan
+    return DialPlan(
+        plan.country_code,
+        plan.national_prefix,
+        plan.international_prefix,
+        tuple(plan.allow),
+        tuple(plan.deny),
+    )
+
+
+class CallManager:
+    def __init__(
+        self,
+        config: Config,
+        services: CallServices,
+        calls: CallStore,
+        numbers: NumberStore,
+        portals: PortalStore,
+        trunk_states: TrunkStateStore,
+    ) -> None:
+        self.config = config
+        self.s = services
+        self.call_store = calls
+        self.numbers = numbers
+        self.portals = portals
+        self.trunk_states = trunk_states
+        self.sessions = SessionTracker()
+        self._runners: dict[tuple[int, str], CallRunner] = {}
+        self._contexts: dict[CallRunner, CallContext] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+
+    @property
+    def live_calls(self) -> int:
+        return len(self._runners)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def _new_runner(self, ctx: CallContext, flow: CallFlow) -> CallRunner:
+        runner = CallRunner(ctx.record_id, flow, CallEffects(ctx, flow, self.s), self._runner_done)
+        self._runners[(ctx.worker_id, ctx.call_ref)] = runner
+        self._contexts[runner] = ctx
+        return runner
+
+    def _runner_done(self, runner: CallRunner) -> None:
+        ctx = self._contexts.pop(runner, None)
+        if ctx is not None:
+            self._runners.pop((ctx.worker_id, ctx.call_ref), None)
+
+    def _in_room(self, room_id: str) -> list[CallRunner]:
+        return [r for r, c in self._contexts.items() if c.room_id == room_id]
+
+    # ---- worker reports ------------------------------------------------------------------
+
+    async def on_worker_event(self, worker_id: int, message: FromWorker) -> None:
+        if isinstance(message, SipRequestSeen):
+            self.s.metrics.sip_requests.labels(message.method).inc()
+            log.debug("worker %d: %s from %s", worker_id, message.method, message.source)
+        elif isinstance(message, IncomingCall):
+            await self._incoming(worker_id, message)
+        elif isinstance(message, CallProgress | CallEnded):
+            runner = self._runners.get((worker_id, message.call_ref))
+            if runner is None:
+                log.debug(
+                    "worker %d: %s for unknown call %s", worker_id, message.kind, message.call_ref
+                )
+            elif isinstance(message, CallEnded):
+                runner.feed(
+                    SipEnded(
+                        message.sip_code, message.reason, message.by_remote, message.q850_cause
+                    )
+                )
+            elif message.state == "answered":
+                runner.feed(SipAnswered())
+            else:
+                runner.feed(SipProgress(message.sip_code))
+        elif isinstance(message, CallRefusedByStack):
+            await self._refused(worker_id, message)
+        elif isinstance(message, TrunkRegistration):
+            try:
+                await self.trunk_states.set(
+                    message.trunk, message.state, message.code, message.reason
+                )
+            except StorageError as e:
+                log.warning("trunk %s state not stored: %s", message.trunk, e)
+
+    async def _incoming(self, worker_id: int, call: IncomingCall) -> None:
+        trunk = trunk_for_source(call.source, self.config.sip.trunks)
+        plan = dial_plan(trunk)  # type: ignore[arg-type]
+        callee = normalise_incoming(uri_user(call.request_uri) or uri_user(call.to_uri), plan)
+        caller = ghost_number(normalise_incoming(uri_user(call.from_uri) or "unknown", plan))
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            direction="inbound",
+            state="routing",
+            caller=caller,
+            callee=callee,
+            caller_name=call.from_display,
+            worker_id=worker_id,
+            sip_call_id=call.sip_call_id,
+            source=call.source,
+            trunk=trunk.name if trunk else None,
+            started_at=utcnow(),
+        )
+        log.info(
+            "incoming call %s on worker %d: %s (%s) → %s from %s via %s",
+            record.id,
+            worker_id,
+            caller,
+            call.from_display or "no name",
+            callee,
+            call.source,
+            trunk.name if trunk else "no trunk",
+        )
+        try:
+            await self.s.records.open(record)
+        except StorageError as e:
+            log.error("cannot keep a record for call %s (%s); answering 503", call.sip_call_id, e)
+            self.s.sip.send(
+                worker_id,
+                RejectCall(
+                    call_ref=call.call_ref, code=503, reason="Service Unavailable", retry_after=30
+                ),
+            )
+            return
+        ctx = CallContext(
+            record.id,
+            Direction.INBOUND,
+            worker_id,
+            call.call_ref,
+            caller,
+            call.from_display,
+            trunk.name if trunk else None,
+        )
+        flow = CallFlow.inbound(
+            caller_label(caller, call.from_display),
+            self.config.matrixrtc.ring_lifetime,
+            self.config.matrixrtc.decline_code,
+        )
+        runner = self._new_runner(ctx, flow)
+        if trunk is None:
+            log.warning("call %s from %s: not a trunk's address; 403", record.id, call.source)
+            runner.feed(RouteRefused(403, "Forbidden", f"{call.source} is not a trunk's address"))
+            return
+        self._spawn(self._route(runner, ctx, callee), f"route {record.id}")
+
+    async def _route(self, runner: CallRunner, ctx: CallContext, callee: str) -> None:
+        try:
+            room_id = await self.numbers.room_for(callee)
+        except StorageError as e:
+            log.error("call %s: %s; 503", ctx.record_id, e)
+            runner.feed(RouteRefused(503, "Service Unavailable", str(e)))
+            return
+        if room_id is None:
+            log.info("call %s: %s is not linked to a room; 404", ctx.record_id, callee)
+            runner.feed(RouteRefused(404, "Not Found", f"{callee} is not linked to a room"))
+            return
+        try:
+            state = await self.s.rooms.state(room_id)
+        except (MatrixError, OSError) as e:
+            log.error("call %s: cannot read room %s as the bot: %s", ctx.record_id, room_id, e)
+            runner.feed(
+                RouteRefused(480, "Temporarily Unavailable", f"the bot cannot read {room_id}: {e}")
+            )
+            return
+        ctx.room_id = room_id
+        humans = sorted(u for u in joined_members(state) if not self._is_bridge_user(u))
+        in_call = session_members(state, now_ms())
+        self.sessions.seed(
+            room_id, [(membership_state_key(m.user_id, m.device_id), m) for m in in_call]
+        )
+        members = tuple(m.key for m in in_call if m.user_id in humans)
+        runner.feed(RouteFound(room_id, len(humans) == 1, tuple(humans), members))
+
+    async def _refused(self, worker_id: int, refused: CallRefusedByStack) -> None:
+        log.warning(
+            "worker %d refused a call from %s itself: %d %s",
+            worker_id,
+            refused.source,
+            refused.sip_code,
+            refused.reason,
+        )
+        outcome = outcome_of_sip_end(refused.sip_code, answered=False)
+        now = utcnow()
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            direction="inbound",
+            state="ended",
+            caller=uri_user(refused.from_uri) or refused.from_uri,
+            callee=uri_user(refused.to_uri) or refused.to_uri,
+            worker_id=worker_id,
+            sip_call_id=refused.sip_call_id,
+            source=refused.source,
+            started_at=now,
+            ended_at=now,
+            outcome=outcome.value,
+            sip_code=refused.sip_code,
+            reason=f"refused by the SIP stack: {refused.reason}",
+        )
+        try:
+            await self.s.records.open(record)
+        except StorageError as e:
+            log.error("record of a refused call lost: %s", e)
+        self.s.metrics.calls.labels("inbound", outcome.value).inc()
+
+    async def on_worker_lost(self, worker_id: int, reason: str) -> None:
+        self.s.metrics.worker_restarts.inc()
+        lost = [r for (w, _), r in self._runners.items() if w == worker_id]
+        for runner in lost:
+            runner.feed(WorkerLost(reason))
+        await asyncio.gather(*(r.wait(10) for r in lost))
+        # Records of this worker that no runner held (a crash between report and routing).
+        try:
+            for record in await self.call_store.open_calls(worker_id):
+                await self.s.records.finish(
+                    record.id,
+                    Outcome.FAILED.value,
+                    None,
+                    f"call worker {worker_id} stopped: {reason}",
+                )
+        except StorageError as e:
+            log.error("cannot close the records of worker %d: %s", worker_id, e)
+
+    # ---- Matrix events -------------------------------------------------------------------
+
+    def _is_bridge_user(self, user_id: str) -> bool:
+        return user_id == self.config.bot_mxid or self.s.ghosts.is_ghost(user_id)
+
+    async def on_room_event(self, event: dict[str, Any]) -> None:
+        room_id = event["room_id"]
+        sender = event["sender"]
+        kind = event["type"]
+        if kind in (CALL_MEMBER, RTC_MEMBER):
+            update = read_membership(event)
+            if update is None:
+                return
+            change = self.sessions.update(room_id, update)
+            if self._is_bridge_user(sender):
+                return
+            for runner in self._in_room(room_id):
+                if change.left is not None:
+                    runner.feed(MemberLeft(change.left.key))
+                if change.joined is not None and change.joined.valid_at(now_ms()):
+                    runner.feed(MemberJoined(change.joined.key))
+        elif kind == RTC_DECLINE and not self._is_bridge_user(sender):
+            declined = referenced_event(event.get("content") or {})
+            for runner in self._in_room(room_id):
+                if declined is not None and runner.flow.ring_event_id == declined:
+                    runner.feed(Declined(sender))
+        elif kind in (RTC_NOTIFICATION, CALL_NOTIFY) and not self._is_bridge_user(sender):
+            await self._ring_from_matrix(room_id, sender, event["event_id"])
+
+    async def _ring_from_matrix(self, room_id: str, sender: str, event_id: str) -> None:
+        portal = await self.portals.by_room(room_id)
+        if portal is None or self._in_room(room_id):
+            return
+        if self.config.permission_of(sender) is PermissionLevel.NONE:
+            log.info("%s rang %s without permission to call out", sender, portal.number)
+            await self._portal_notice(
+                room_id, portal.number, "You are not permitted to call out through this bridge."
+            )
+            return
+        member = self.sessions.member_of(room_id, sender)
+        reply = await self.dial(
+            sender,
+            portal.number,
+            room_id=room_id,
+            caller_member=member.key if member else None,
+            caller_ring_event_id=event_id,
+        )
+        if reply is not None:
+            await self._portal_notice(room_id, portal.number, reply)
+
+    async def _portal_notice(self, room_id: str, number: str, text: str) -> None:
+        ghost = await self.s.ghosts.intent_for(number)
+        await ghost.send_notice(RoomID(room_id), text)
+
+    # ---- outbound ------------------------------------------------------------------------
+
+    def choose_trunk(self, dialled: str, user_id: str) -> tuple[TrunkConfig, str] | str:
+        """The first trunk whose dial plan takes this number: (trunk, E.164), or why none."""
+        if not self.config.sip.trunks:
+            return "No SIP trunk is configured, so the bridge cannot call out."
+        reasons = []
+        for trunk in self.config.sip.trunks:
+            plan = dial_plan(trunk)
+            try:
+                number = plan.normalise(dialled)
+            except NumberError as e:
+                reasons.append(str(e))
+                continue
+            refusal = plan.refusal(number)
+            if refusal is None:
+                return trunk, number
+            reasons.append(refusal)
+        return f"Cannot call {dialled}: {reasons[0]}."
+
+    async def dial(
+        self,
+        user_id: str,
+        dialled: str,
+        room_id: str | None = None,
+        caller_member: str | None = None,
+        caller_ring_event_id: str | None = None,
+    ) -> str | None:
+        """Place a call for a permitted user. Returns a message for the user if it failed."""
+        choice = self.choose_trunk(dialled, user_id)
+        if isinstance(choice, str):
+            log.info("refused a call by %s to %s: %s", user_id, dialled, choice)
+            return choice
+        trunk, number = choice
+        if self.s.sip.pool is None or (worker := self.s.sip.pool.pick_worker()) is None:
+            return "All call slots are busy; try again in a moment."
+        if room_id is None:
+            room_id = await self.portal_for(user_id, number)
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            direction="outbound",
+            state="dialing",
+            caller=user_id,
+            callee=number,
+            room_id=room_id,
+            matrix_user=user_id,
+            trunk=trunk.name,
+            worker_id=worker.id,
+            started_at=utcnow(),
+        )
+        try:
+            await self.s.records.open(record)
+        except StorageError as e:
+            return f"The bridge cannot keep call records right now ({e}); not calling."
+        caller_id = trunk.caller_id_by_user.get(user_id, trunk.caller_id)
+        ctx = CallContext(
+            record.id,
+            Direction.OUTBOUND,
+            worker.id,
+            f"out-{record.id}",
+            number,
+            None,
+            trunk.name,
+            room_id=room_id,
+            matrix_user=user_id,
+            caller_id=caller_id,
+        )
+        flow, actions = CallFlow.outbound(
+            number,
+            room_id,
+            user_id,
+            self.config.matrixrtc.ring_lifetime,
+            caller_member,
+            caller_ring_event_id,
+        )
+        log.info(
+            "call %s: %s dials %s over %s (worker %d)",
+            record.id,
+            user_id,
+            number,
+            trunk.name,
+            worker.id,
+        )
+        self._new_runner(ctx, flow).start(actions)
+        return None
+
+    async def portal_for(self, user_id: str, number: str) -> str:
+        room_id = await self.portals.room_for(user_id, number)
+        if room_id is not None:
+            return room_id
+        ghost = await self.s.ghosts.intent_for(number)
+        room_id = await self.s.rooms.create_portal(ghost, user_id)
+        await self.portals.save(user_id, number, room_id)
+        log.info("created portal %s for %s ⇄ %s", room_id, user_id, number)
+        return room_id
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def hang_up_all(self, reason: str, timeout: float = 10.0) -> None:
+        runners = list(self._contexts)
+        for runner in runners:
+            runner.feed(HangUp(reason))
+        if runners:
+            await asyncio.gather(*(r.wait(timeout) for r in runners))
+
+    async def reconcile_after_restart(self) -> int:
+        """Calls the last run left open: take their ghosts out of the call, close the records."""
+        try:
+            stale = await self.call_store.open_calls()
+        except StorageError as e:
+            log.error("cannot reconcile calls: %s", e)
+            return 0
+        for record in stale:
+            if record.ghost_user_id and record.rtc_state_key and record.room_id:
+                await self._clear_membership(record)
+            await self.s.records.finish(
+                record.id, Outcome.FAILED.value, None, "the bridge restarted while the call was up"
+            )
+        return len(stale)
+
+    async def _clear_membership(self, record: CallRecord) -> None:
+        assert record.ghost_user_id and record.rtc_state_key and record.room_id
+        ghost = self.s.rooms.bot.user(UserID(record.ghost_user_id))
+        path = Path.v3.rooms[RoomID(record.room_id)].state[CALL_MEMBER][record.rtc_state_key]
+        try:
+            current = await ghost.api.request(Method.GET, path)
+        except MatrixError:
+            current = {}
+        try:
+            if current:
+                await ghost.api.request(Method.PUT, path, {})
+                log.info(
+                    "call %s: took %s out of the call in %s",
+                    record.id,
+                    record.ghost_user_id,
+                    record.room_id,
+                )
+            remote = record.caller if record.direction == "inbound" else record.callee
+            label = caller_label(remote, record.caller_name)
+            await ghost.send_notice(
+                RoomID(record.room_id), f"Call with {label} was cut off (the bridge restarted)"
+            )
+        except MatrixError as e:
+            log.warning("call %s: could not clean up in %s: %s", record.id, record.room_id, e)
