@@ -80,6 +80,223 @@ def invite_expecting(final: int, caller: str = "+4940111222", caller_name: str =
 """
 
 
+def _invite(caller: str, caller_name: str) -> str:
+    return f"""  <send retrans="500"><![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{HEADERS.format(caller=caller, caller_name=caller_name)}
+      CSeq: 1 INVITE
+      Contact: <sip:{caller}@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{SDP}
+    ]]></send>
+"""
+
+
+ACK = """  <send><![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+"""
+
+BYE_OUT = """  <send retrans="500"><![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="200"/>
+"""
+
+OK_TO_LAST = """  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]></send>
+"""
+
+
+def _scenario(name: str, body: str) -> str:
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+{body}</scenario>
+"""
+
+
+def phone_call_answered(
+    hang_up_after_ms: int | None,
+    answer_timeout_ms: int = 30_000,
+    caller: str = "+4940111222",
+    caller_name: str = "SIPp",
+) -> str:
+    """A phone calls, waits to be answered, then hangs up itself or waits for the BYE."""
+    end = (
+        f'  <pause milliseconds="{hang_up_after_ms}"/>\n{BYE_OUT}'
+        if hang_up_after_ms is not None
+        else f'  <recv request="BYE" timeout="60000"/>\n{OK_TO_LAST}'
+    )
+    return _scenario(
+        "phone call, answered",
+        _invite(caller, caller_name)
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + f'  <recv response="200" timeout="{answer_timeout_ms}"/>\n'
+        + ACK
+        + end,
+    )
+
+
+def phone_call_cancelled(
+    cancel_after_ms: int, caller: str = "+4940111222", caller_name: str = "SIPp"
+) -> str:
+    """A phone calls, hears ringing, and hangs up before anybody answers."""
+    cancel = f"""  <pause milliseconds="{cancel_after_ms}"/>
+  <send><![CDATA[
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: "{caller_name}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="200"/>
+  <recv response="487"/>
+"""
+    return _scenario(
+        "phone call, cancelled",
+        _invite(caller, caller_name)
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" timeout="15000"/>\n'
+        + cancel
+        + ACK,
+    )
+
+
+# ---- the trunk side: the bridge calls out and SIPp is the far end -------------------------
+
+_UAS_INVITE = """  <recv request="INVITE">
+    <action>
+      <ereg regexp="CSeq: *([0-9]+) INVITE" search_in="msg" check_it="true"
+            assign_to="cseq_line,cseq"/>
+      <ereg regexp="^Contact: *<([^>]*)>" search_in="msg" check_it="true"
+            assign_to="contact_line,contact"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="from_hdr"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to_hdr"/>
+    </action>
+  </recv>
+"""
+
+
+def _uas_response(code: int, reason: str, sdp: bool = False) -> str:
+    body = f"\n{SDP}" if sdp else ""
+    length = "[len]" if sdp else "0"
+    ctype = "      Content-Type: application/sdp\n" if sdp else ""
+    tag = ";tag=[pid]SIPpTag01[call_number]"
+    return f"""  <send><![CDATA[
+      SIP/2.0 {code} {reason}
+      [last_Via:]
+      [last_From:]
+      [last_To:]{tag if code != 100 else ""}
+      [last_Call-ID:]
+      CSeq: [$cseq] INVITE
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+{ctype}      Content-Length: {length}
+{body}
+    ]]></send>
+"""
+
+
+def trunk_answers(
+    ring_ms: int = 500, hang_up_after_ms: int | None = None, early_media: bool = False
+) -> str:
+    """The far end rings, answers, then hangs up itself or waits for the bridge's BYE."""
+    provisional = _uas_response(183, "Session Progress", sdp=True) if early_media else ""
+    end = (
+        f'  <pause milliseconds="{hang_up_after_ms}"/>\n' + BYE_UAS
+        if hang_up_after_ms is not None
+        else '  <recv request="BYE" timeout="60000"/>\n' + OK_TO_LAST
+    )
+    return _scenario(
+        "trunk answers",
+        _UAS_INVITE
+        + _uas_response(100, "Trying")
+        + provisional
+        + _uas_response(180, "Ringing")
+        + f'  <pause milliseconds="{ring_ms}"/>\n'
+        + _uas_response(200, "OK", sdp=True)
+        + '  <recv request="ACK" timeout="10000"/>\n'
+        + end,
+    )
+
+
+BYE_UAS = """  <send retrans="500"><![CDATA[
+      BYE [$contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$to_hdr];tag=[pid]SIPpTag01[call_number]
+      To: [$from_hdr]
+      Call-ID: [call_id]
+      CSeq: 101 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="200"/>
+"""
+
+
+def trunk_refuses(code: int, reason: str, provisional: int | None = 180) -> str:
+    """The far end refuses with `code`, after a provisional response if given."""
+    early = ""
+    if provisional == 180:
+        early = _uas_response(180, "Ringing")
+    elif provisional == 183:
+        early = _uas_response(183, "Session Progress", sdp=True)
+    return _scenario(
+        f"trunk refuses {code}",
+        _UAS_INVITE
+        + _uas_response(100, "Trying")
+        + early
+        + '  <pause milliseconds="300"/>\n'
+        + _uas_response(code, reason)
+        + '  <recv request="ACK" timeout="10000"/>\n',
+    )
+
+
+def trunk_rings_until_cancelled() -> str:
+    return _scenario(
+        "trunk rings until cancelled",
+        _UAS_INVITE
+        + _uas_response(100, "Trying")
+        + _uas_response(180, "Ringing")
+        + '  <recv request="CANCEL" timeout="60000"/>\n'
+        + OK_TO_LAST
+        + _uas_response(487, "Request Terminated")
+        + '  <recv request="ACK" timeout="10000"/>\n',
+    )
+
+
 @dataclass
 class SippResult:
     returncode: int
@@ -93,62 +310,96 @@ class SippResult:
         return self.returncode == 0
 
 
+class SippProcess:
+    """SIPp in the background, for scenarios that wait on what a test does in Matrix."""
+
+    def __init__(self, workdir: Path, argv: list[str], timeout: float) -> None:
+        self.workdir = workdir
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        try:
+            output, _ = self.proc.communicate(timeout=timeout or self.timeout + 15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        log = self.workdir / "messages.log"
+        messages = log.read_text(errors="replace") if log.exists() else ""
+        return SippResult(
+            self.proc.returncode,
+            _last_count(output, "Successful call"),
+            _last_count(output, "Failed call"),
+            output,
+            messages,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def start_sipp(
+    workdir: Path,
+    scenario_xml: str,
+    target: str | None = None,
+    service: str = "+4930123456",
+    local_port: int | None = None,
+    calls: int = 1,
+    rate: float = 10,
+    timeout: float = 60,
+    transport: str = "u1",
+) -> SippProcess:
+    """Start SIPp as a caller (with a target) or as the far end of a trunk (without)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "scenario.xml"
+    path.write_text(scenario_xml)
+    argv = (
+        ["sipp"]
+        + ([target] if target else [])
+        + [
+            "-sf",
+            str(path),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(local_port or free_port_pair()),
+            "-s",
+            service,
+            "-m",
+            str(calls),
+            "-r",
+            str(rate),
+            "-nostdin",
+            "-timeout",
+            f"{int(timeout)}s",
+            "-t",
+            transport,
+            "-trace_msg",
+            "-message_file",
+            str(workdir / "messages.log"),
+        ]
+    )
+    return SippProcess(workdir, argv, timeout)
+
+
 def run_sipp(
     workdir: Path,
     target: str,
-    scenario_xml: str | None = None,
-    builtin: str | None = None,
+    scenario_xml: str,
     service: str = "+4930123456",
     calls: int = 1,
     rate: float = 10,
     timeout: float = 30,
     transport: str = "u1",
-    extra: list[str] | None = None,
 ) -> SippResult:
     """Run SIPp to completion; its message trace is returned for assertions."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        "sipp",
-        target,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(free_port_pair()),
-        "-s",
-        service,
-        "-m",
-        str(calls),
-        "-r",
-        str(rate),
-        "-nostdin",
-        "-timeout",
-        f"{int(timeout)}s",
-        "-t",
-        transport,
-        "-trace_msg",
-        "-message_file",
-        str(workdir / "messages.log"),
-        "-trace_stat",
-        "-stf",
-        str(workdir / "stats.csv"),
-    ]
-    if scenario_xml is not None:
-        path = workdir / "scenario.xml"
-        path.write_text(scenario_xml)
-        argv += ["-sf", str(path)]
-    else:
-        argv += ["-sn", builtin or "uac"]
-    argv += extra or []
-    done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout + 15)
-    output = done.stdout + done.stderr
-    messages = (
-        (workdir / "messages.log").read_text(errors="replace")
-        if (workdir / "messages.log").exists()
-        else ""
-    )
-    successful = _last_count(output, "Successful call")
-    failed = _last_count(output, "Failed call")
-    return SippResult(done.returncode, successful, failed, output, messages)
+    return start_sipp(
+        workdir, scenario_xml, target, service, None, calls, rate, timeout, transport
+    ).wait()
 
 
 def _last_count(output: str, label: str) -> int:
@@ -156,6 +407,21 @@ def _last_count(output: str, label: str) -> int:
     return int(matches[-1][1]) if matches else 0
 
 
+def received(messages: str) -> list[str]:
+    """The messages SIPp received, in order, from its -trace_msg log."""
+    blocks = re.split(r"^-{20,}.*$", messages, flags=re.M)
+    return [
+        block.split("\n\n", 1)[1].strip() if "\n\n" in block else ""
+        for block in blocks
+        if re.search(r"message received", block)
+    ]
+
+
 def responses(messages: str) -> list[int]:
     """Status codes of the responses SIPp received, in order."""
-    return [int(code) for code in re.findall(r"^SIP/2\.0 (\d{3})", messages, re.M)]
+    return [int(m[8:11]) for m in received(messages) if m.startswith("SIP/2.0 ")]
+
+
+def requests(messages: str) -> list[str]:
+    """The requests SIPp received (whole text), in order."""
+    return [m for m in received(messages) if m and not m.startswith("SIP/2.0 ")]

@@ -91,7 +91,9 @@ class MatrixEventRouter:
         if event.content.membership != Membership.INVITE:
             return
         if self.ghosts.is_ghost(event.state_key):
-            await self._ghost_invited(event)
+            # The bot invites ghosts into linked rooms itself; only people open portals.
+            if not self.is_bridge_user(event.sender):
+                await self._ghost_invited(event)
             return
         if event.state_key != self.config.bot_mxid:
             return

@@ -42,7 +42,28 @@ def session_members(state: State, now_ms: int) -> list[RtcMember]:
     return sorted(members, key=lambda m: (m.started_ms, m.user_id, m.device_id))
 
 
+# Room versions in which the creators are not in the power levels but above them (v12+).
+_LEGACY_VERSIONS = {str(v) for v in range(1, 12)}
+CREATOR_LEVEL = 2**53
+
+
+def creators(state: State) -> set[str]:
+    for event in state:
+        if event.get("type") == "m.room.create" and event.get("state_key") == "":
+            content = event.get("content") or {}
+            if str(content.get("room_version", "1")) in _LEGACY_VERSIONS:
+                return set()
+            extra = content.get("additional_creators")
+            names = {str(event.get("sender"))}
+            if isinstance(extra, list):
+                names |= {u for u in extra if isinstance(u, str)}
+            return names
+    return set()
+
+
 def power_level(state: State, user_id: str) -> int:
+    if user_id in creators(state):
+        return CREATOR_LEVEL
     levels = state_content(state, "m.room.power_levels") or {}
     users = levels.get("users")
     if isinstance(users, dict) and isinstance(users.get(user_id), int):

@@ -16,6 +16,16 @@ from .rtc import CALL_MEMBER, RTC_SLOT, SLOT_ID, slot_is_open, slot_open_content
 log = logging.getLogger(__name__)
 
 SLOT_EVENT = EventType.find(RTC_SLOT, EventType.Class.STATE)
+DEFAULT_EVENT_LEVELS = {
+    "m.room.name": 50,
+    "m.room.power_levels": 100,
+    "m.room.history_visibility": 100,
+    "m.room.canonical_alias": 50,
+    "m.room.avatar": 50,
+    "m.room.tombstone": 100,
+    "m.room.server_acl": 100,
+    "m.room.encryption": 100,
+}
 CALL_MEMBER_EVENT = EventType.find(CALL_MEMBER, EventType.Class.STATE)
 
 
@@ -102,10 +112,8 @@ class RoomAccess:
             preset=RoomCreatePreset.TRUSTED_PRIVATE,
             is_direct=True,
             invitees=[UserID(user_id)],
-            power_level_override={
-                "users": {ghost.mxid: 100, user_id: 100},
-                "events": {CALL_MEMBER: 0, RTC_SLOT: 0},
-            },
+            # Replaces the default "events" map (the override is shallow): keep its entries.
+            power_level_override={"events": {**DEFAULT_EVENT_LEVELS, CALL_MEMBER: 0, RTC_SLOT: 0}},
             initial_state=[
                 {"type": RTC_SLOT, "state_key": SLOT_ID, "content": slot_open_content()}
             ],

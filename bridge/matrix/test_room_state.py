@@ -72,6 +72,20 @@ def test_power_levels() -> None:
     assert may_send([], "@x:hs", RTC_SLOT)  # no power levels at all
 
 
+def test_creators_of_v12_rooms_outrank_everyone() -> None:
+    create = {
+        "type": "m.room.create",
+        "state_key": "",
+        "sender": "@c:hs",
+        "content": {"room_version": "12", "additional_creators": ["@d:hs"]},
+    }
+    state = [create, POWER]
+    assert power_level(state, "@c:hs") > 100 and power_level(state, "@d:hs") > 100
+    assert may_send(state, "@c:hs", "m.room.power_levels")
+    old = [{**create, "content": {"room_version": "10"}}, POWER]
+    assert power_level(old, "@c:hs") == 0
+
+
 def test_slot() -> None:
     assert slot([]) is None
     content = {"status": "open", "application": {"type": "m.call"}}
