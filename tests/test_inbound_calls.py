@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.matrix.rtc import CALL_MEMBER, RTC_SLOT, SLOT_ID
+from tests.conftest import BridgeStack
+from tests.rtc_user import decline, is_membership_of, is_ring_from, join_call, leave_call
+from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.matrix_client import Event, MatrixUser
 from teststack.sipp import (
@@ -20,9 +23,6 @@ from teststack.sipp import (
     responses,
     start_sipp,
 )
-from tests.conftest import BridgeStack
-from tests.rtc_user import decline, is_membership_of, is_ring_from, join_call, leave_call
-from tests.test_matrix_bot import notice_from
 
 NUMBER = "+4930123456"
 CALLER = "+4940111222"
@@ -66,7 +66,7 @@ async def ended_record(tmp_path: Path, timeout: float = 15) -> dict[str, Any]:
 def notice_text(text: str) -> Callable[[Event], bool]:
     def match(event: Event) -> bool:
         content = event.get("content", {})
-        return content.get("msgtype") == "m.notice" and content.get("body") == text
+        return bool(content.get("msgtype") == "m.notice" and content.get("body") == text)
 
     return match
 
