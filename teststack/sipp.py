@@ -196,17 +196,28 @@ def phone_call_cancelled(
 
 # ---- the trunk side: the bridge calls out and SIPp is the far end -------------------------
 
-_UAS_INVITE = """  <recv request="INVITE">
-    <action>
-      <ereg regexp="CSeq: *([0-9]+) INVITE" search_in="msg" check_it="true"
-            assign_to="cseq_line,cseq"/>
-      <ereg regexp="^Contact: *<([^>]*)>" search_in="msg" check_it="true"
-            assign_to="contact_line,contact"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="from_hdr"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to_hdr"/>
-    </action>
-  </recv>
-"""
+
+def _uas_invite(for_bye: bool = False) -> str:
+    """Receive the bridge's INVITE, keeping what later messages need (SIPp refuses to keep
+    variables it never uses, and wants each action on one line)."""
+    dialog = (
+        '      <ereg regexp="Contact: *&lt;([^&gt;]*)&gt;" search_in="msg" check_it="true" '
+        'assign_to="contact_line,contact"/>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" '
+        'assign_to="from_hdr"/>\n'
+        '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" '
+        'assign_to="to_hdr"/>\n'
+        if for_bye
+        else ""
+    )
+    unused = "cseq_line,contact_line" if for_bye else "cseq_line"
+    return (
+        '  <recv request="INVITE">\n    <action>\n'
+        '      <ereg regexp="CSeq: *([0-9]+) INVITE" search_in="msg" check_it="true" '
+        'assign_to="cseq_line,cseq"/>\n'
+        f"{dialog}    </action>\n  </recv>\n"
+        f'  <Reference variables="{unused}"/>\n'
+    )
 
 
 def _uas_response(code: int, reason: str, sdp: bool = False) -> str:
@@ -240,7 +251,7 @@ def trunk_answers(
     )
     return _scenario(
         "trunk answers",
-        _UAS_INVITE
+        _uas_invite(for_bye=hang_up_after_ms is not None)
         + _uas_response(100, "Trying")
         + provisional
         + _uas_response(180, "Ringing")
@@ -275,7 +286,7 @@ def trunk_refuses(code: int, reason: str, provisional: int | None = 180) -> str:
         early = _uas_response(183, "Session Progress", sdp=True)
     return _scenario(
         f"trunk refuses {code}",
-        _UAS_INVITE
+        _uas_invite()
         + _uas_response(100, "Trying")
         + early
         + '  <pause milliseconds="300"/>\n'
@@ -287,7 +298,7 @@ def trunk_refuses(code: int, reason: str, provisional: int | None = 180) -> str:
 def trunk_rings_until_cancelled() -> str:
     return _scenario(
         "trunk rings until cancelled",
-        _UAS_INVITE
+        _uas_invite()
         + _uas_response(100, "Trying")
         + _uas_response(180, "Ringing")
         + '  <recv request="CANCEL" timeout="60000"/>\n'

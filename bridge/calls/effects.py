@@ -183,7 +183,8 @@ class CallEffects:
 
     async def _notice(self, text: str) -> None:
         room = RoomID(self.ctx.room_id or "")
-        sender = self.ctx.ghost or self.s.rooms.bot
+        # The ghost speaks in its own rooms (portals have no bot); the bot is the fallback.
+        sender = await self._ghost()
         try:
             await sender.send_notice(room, text)
         except (MatrixError, IntentError) as e:

@@ -261,6 +261,8 @@ class SipEngine:
         s = self.settings
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
+        # No re-INVITE after an answer with several codecs: trunks have no use for it.
+        acfg.mediaConfig.lockCodecEnabled = False
         acfg.mediaConfig.transportConfig.port = s.rtp_port
         acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
         acfg.mediaConfig.transportConfig.boundAddress = s.sip_host
