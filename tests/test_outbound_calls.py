@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -10,6 +11,10 @@ from pathlib import Path
 
 from bridge.matrix.rtc import CALL_MEMBER, RTC_DECLINE, RTC_SLOT
 from bridge.sip.message import headers, parse_name_addr
+from tests.conftest import BridgeStack
+from tests.rtc_user import is_membership_of, is_ring_from, join_call, leave_call, ring
+from tests.test_inbound_calls import ended_record, notice_text
+from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.matrix_client import Event, MatrixUser
 from teststack.sipp import (
@@ -20,10 +25,6 @@ from teststack.sipp import (
     trunk_refuses,
     trunk_rings_until_cancelled,
 )
-from tests.conftest import BridgeStack
-from tests.rtc_user import is_membership_of, is_ring_from, join_call, leave_call, ring
-from tests.test_inbound_calls import ended_record, notice_text
-from tests.test_matrix_bot import notice_from
 
 NUMBER = "+4930777888"
 GHOST = f"@sip_{NUMBER}:localhost"
@@ -248,10 +249,8 @@ async def test_refused_destinations_and_users_send_no_invite(
         got = []
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 got.append(listener.recv(4096))
-            except TimeoutError:
-                pass
         assert got == []
     finally:
         listener.close()
