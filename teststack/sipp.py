@@ -428,6 +428,12 @@ def received(messages: str) -> list[str]:
     ]
 
 
+def headers_of(message: str) -> dict[str, str]:
+    from bridge.sip.message import headers
+
+    return headers(message.replace("\n", "\r\n"))
+
+
 def responses(messages: str) -> list[int]:
     """Status codes of the responses SIPp received, in order."""
     return [int(m[8:11]) for m in received(messages) if m.startswith("SIP/2.0 ")]
@@ -436,3 +442,38 @@ def responses(messages: str) -> list[int]:
 def requests(messages: str) -> list[str]:
     """The requests SIPp received (whole text), in order."""
     return [m for m in received(messages) if m and not m.startswith("SIP/2.0 ")]
+
+
+def registrar(username: str, password: str, realm: str = "trunk.test") -> str:
+    """A registrar that challenges with MD5 digest and accepts only the right credentials."""
+
+    def response(code: int, reason: str, extra: str = "") -> str:
+        return f"""  <send><![CDATA[
+      SIP/2.0 {code} {reason}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+{extra}      Content-Length: 0
+
+    ]]></send>
+"""
+
+    challenge = (
+        f'      WWW-Authenticate: Digest realm="{realm}", nonce="[pid]n[call_number]", '
+        'algorithm=MD5, qop="auth"\n'
+    )
+    return _scenario(
+        "registrar",
+        '  <recv request="REGISTER"/>\n'
+        + response(401, "Unauthorized", challenge)
+        + '  <recv request="REGISTER">\n    <action>\n'
+        + f'      <verifyauth assign_to="authvalid" username="{username}" password="{password}"/>\n'
+        + "    </action>\n  </recv>\n"
+        + '  <nop test="authvalid" next="good"/>\n'
+        + response(403, "Forbidden").replace("<send>", '<send next="done">', 1)
+        + '  <label id="good"/>\n'
+        + response(200, "OK", "      [last_Contact:];expires=300\n      Expires: 300\n")
+        + '  <label id="done"/>\n',
+    )

@@ -166,7 +166,9 @@ class CallEffects:
                 await self.s.rooms.ensure_slot_open(ctx.room_id, state, [self.s.rooms.bot, ghost])
             presence = GhostPresence(ghost, ctx.room_id, ctx.device_id, self.s.config.matrixrtc)
             ctx.presence = presence
-            await self.s.records.note_presence(ctx.record_id, ghost.mxid, presence.state_key)
+            await self.s.records.note(
+                ctx.record_id, ghost_user_id=ghost.mxid, rtc_state_key=presence.state_key
+            )
             event_id = await presence.join(self._foci(state))
         except (MatrixError, IntentError, OSError) as e:
             log.warning("call %s: joining %s failed: %s", ctx.record_id, ctx.room_id, e)

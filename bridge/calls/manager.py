@@ -250,6 +250,7 @@ class CallManager:
             )
             return
         ctx.room_id = room_id
+        await self.s.records.note(ctx.record_id, room_id=room_id)
         humans = sorted(u for u in joined_members(state) if not self._is_bridge_user(u))
         in_call = session_members(state, now_ms())
         self.sessions.seed(

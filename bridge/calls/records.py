@@ -31,14 +31,9 @@ class RecordKeeper:
         """Create a call's record; raises StorageError, so the caller can refuse the call."""
         await self.store.create(record)
 
-    async def note_presence(self, record_id: str, ghost: str, state_key: str) -> None:
-        await self._write(
-            record_id,
-            lambda: self.store.update(record_id, ghost_user_id=ghost, rtc_state_key=state_key),
-        )
-
-    async def note_state(self, record_id: str, state: str) -> None:
-        await self._write(record_id, lambda: self.store.update(record_id, state=state))
+    async def note(self, record_id: str, **fields: object) -> None:
+        """Record what a live call has become (its room, its ghost's membership)."""
+        await self._write(record_id, lambda: self.store.update(record_id, **fields))
 
     async def finish(
         self,

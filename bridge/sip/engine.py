@@ -549,12 +549,13 @@ class SipEngine:
         )
 
     def on_refused(self, prm: pj.OnRejectedIncomingCallParam) -> None:
+        hdrs = headers(prm.rdata.wholeMsg or "")
         self.emit(
             CallRefusedByStack(
-                sip_call_id=prm.callId or "",
+                sip_call_id=hdrs.get("call-id", ""),
                 source=prm.rdata.srcAddress,
-                from_uri=prm.remoteInfo,
-                to_uri=prm.localInfo,
+                from_uri=parse_name_addr(hdrs.get("from", "")).uri,
+                to_uri=parse_name_addr(hdrs.get("to", "")).uri,
                 sip_code=prm.statusCode,
                 reason=prm.reason,
             )
