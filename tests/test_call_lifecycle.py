@@ -25,6 +25,7 @@ from tests.test_inbound_calls import (
 )
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
+from teststack.js_sdk import rtc_view
 from teststack.matrix_client import MatrixUser
 from teststack.procs import pid_alive
 from teststack.sipp import (
@@ -72,6 +73,8 @@ async def test_controller_killed_mid_call_ghost_leaves_by_itself_and_restart_rec
 
     took = await wait_for(ghost_left, 20, "the ghost's delayed leave")
     assert took <= 15, f"the ghost stayed {took:.1f} s in the call"
+    view = await asyncio.to_thread(rtc_view, stack.synapse.url, alice.user_id, "pw", room)
+    assert view.members() == {"@alice:localhost"}
     # The workers noticed the controller was gone and ended their SIP legs.
     await wait_for(lambda: not any(pid_alive(p) for p in workers), 10, "workers exiting")
     result = await asyncio.to_thread(sipp.wait)

@@ -14,6 +14,7 @@ from tests.conftest import BridgeStack
 from tests.rtc_user import decline, is_membership_of, is_ring_from, join_call, leave_call
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
+from teststack.js_sdk import rtc_view
 from teststack.matrix_client import Event, MatrixUser
 from teststack.sipp import (
     SippProcess,
@@ -113,6 +114,15 @@ async def test_phone_call_rings_the_room_is_answered_and_the_phone_hangs_up(
     assert slot == {"status": "open", "application": {"type": "m.call"}}
     profile = await alice.request("GET", f"/v3/profile/{GHOST}")
     assert profile["displayname"] == "Erika Muster"
+    # What Element Web and Element Call make of it, with matrix-js-sdk's own code.
+    view = await asyncio.to_thread(rtc_view, stack.synapse.url, alice.user_id, "pw", room)
+    assert view.members() == {GHOST}
+    assert view.ring(notification["event_id"]) == {
+        "eventId": notification["event_id"],
+        "sender": GHOST,
+        "valid": True,
+        "type": "ring",
+    }
 
     await join_call(alice, room)
     result = await asyncio.to_thread(sipp.wait)
@@ -121,6 +131,9 @@ async def test_phone_call_rings_the_room_is_answered_and_the_phone_hangs_up(
     left = await alice.wait_for_event(room, is_membership_of(GHOST, joined=False))
     assert left["state_key"] == key
     assert await alice.state(room, CALL_MEMBER, key) == {}
+    view = await asyncio.to_thread(rtc_view, stack.synapse.url, alice.user_id, "pw", room)
+    assert view.members() == {"@alice:localhost"}
+    assert not view.ring(notification["event_id"])["valid"]  # answered: no longer rings
     await alice.wait_for_event(room, notice_text("Call with Erika Muster (+4940111222) — 0:02"))
     record = await ended_record(tmp_path)
     assert record["outcome"] == "completed" and record["matrix_user"] == "@alice:localhost"

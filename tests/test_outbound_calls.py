@@ -16,6 +16,7 @@ from tests.rtc_user import is_membership_of, is_ring_from, join_call, leave_call
 from tests.test_inbound_calls import ended_record, notice_text
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
+from teststack.js_sdk import rtc_view
 from teststack.matrix_client import Event, MatrixUser
 from teststack.sipp import (
     SippProcess,
@@ -95,6 +96,9 @@ async def test_sip_call_command_dials_rings_the_user_and_matrix_hangs_up(
     assert notification["content"]["notification_type"] == "ring"
     assert notification["content"]["m.mentions"] == {"user_ids": ["@bob:localhost"]}
     assert notification["content"]["m.relates_to"]["event_id"] == membership["event_id"]
+    view = await asyncio.to_thread(rtc_view, stack.synapse.url, bob.user_id, "pw", portal)
+    assert view.members() == {GHOST}
+    assert view.ring(notification["event_id"])["valid"] is True
     await join_call(bob, portal)
     await asyncio.sleep(1.0)
     await leave_call(bob, portal)
