@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.matrix.rtc import CALL_MEMBER, RTC_SLOT, SLOT_ID
+from bridge.matrix.rtc import CALL_MEMBER, CALL_NOTIFY, RTC_MEMBER, RTC_SLOT, SLOT_ID
 from tests.conftest import BridgeStack
 from tests.rtc_user import decline, is_membership_of, is_ring_from, join_call, leave_call
 from tests.test_matrix_bot import notice_from
@@ -290,3 +290,57 @@ async def test_strangers_and_unknown_numbers_are_refused(
         == "127.0.0.1:" + record["source"].split(":")[1] + " is not a trunk's address"
     )
     assert record["outcome"] == "rejected"
+
+
+async def test_newer_clients_answer_with_a_sticky_rtc_member_and_old_ones_get_call_notify(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge({"SIPBRIDGE_MATRIXRTC__SEND_CALL_NOTIFY": "true"})
+    room = await linked_room(stack, alice)
+    sipp = phone(stack, tmp_path, phone_call_answered(hang_up_after_ms=1000, caller=CALLER))
+    await alice.wait_for_event(room, is_ring_from(GHOST))
+    notify = await alice.wait_for_event(
+        room, lambda e: e.get("type") == CALL_NOTIFY and e.get("sender") == GHOST
+    )
+    assert notify["content"] == {
+        "application": "m.call",
+        "call_id": "",
+        "notify_type": "ring",
+        "m.mentions": {"user_ids": ["@alice:localhost"], "room": False},
+    }
+    await alice.send(
+        room,
+        RTC_MEMBER,
+        {
+            "slot_id": SLOT_ID,
+            "application": {"type": "m.call"},
+            "member": {"user_id": alice.user_id, "device_id": "NEWCLIENT", "id": "m1"},
+            "transports": {"published": [{"type": "livekit"}], "can_subscribe": ["livekit"]},
+            "versions": [],
+            "msc4354_sticky_key": "k1",
+        },
+    )
+    result = await asyncio.to_thread(sipp.wait)
+    assert result.ok, result.output
+    assert responses(result.messages) == [100, 180, 200, 200]
+
+
+async def test_rooms_where_the_bridge_lacks_power_are_reported(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    room = await alice.create_room(invite=[stack.bot])  # the bot gets no power here
+    await alice.wait_for_membership(room, stack.bot, "join")
+    await alice.send_text(room, f"!sip link {NUMBER}")
+    reply = await alice.wait_for_event(room, notice_from(stack.bot, "now ring this room"))
+    assert "I may not change power levels here" in reply["content"]["body"]
+    assert "current clients will not ring" in reply["content"]["body"]
+    await alice.send_text(room, "!sip status")
+    status = await alice.wait_for_event(room, notice_from(stack.bot, "Call workers"))
+    assert f"Room {room}: no bridge user may send {RTC_SLOT}" in status["content"]["body"]
