@@ -38,7 +38,7 @@ async def call(
     via: str = "header",
 ) -> tuple[int, Any]:
     headers = {}
-    url = f"http://127.0.0.1:{stack.as_port}{path}"
+    url = f"http://127.0.0.1:{stack.ports.appservice}{path}"
     if token is not None and via == "header":
         headers["Authorization"] = f"Bearer {token}"
     elif token is not None:
@@ -184,7 +184,7 @@ async def test_unreadable_transactions_get_400(
     async with (
         aiohttp.ClientSession() as session,
         session.put(
-            f"http://127.0.0.1:{stack.as_port}/_matrix/app/v1/transactions/x",
+            f"http://127.0.0.1:{stack.ports.appservice}/_matrix/app/v1/transactions/x",
             data=body,
             headers={"Authorization": f"Bearer {stack.tokens['hs_token']}"},
         ) as response,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from bridge.matrix.rtc import CALL_MEMBER
 from tests.conftest import BridgeStack
-from tests.rtc_user import is_membership_of, is_ring_from, join_call
 from tests.test_inbound_calls import (
     CALLER,
     GHOST,
@@ -28,6 +27,7 @@ from teststack.bridge_process import BridgeProcess
 from teststack.js_sdk import rtc_view
 from teststack.matrix_client import MatrixUser
 from teststack.procs import pid_alive
+from teststack.rtc_user import is_membership_of, is_ring_from, join_call
 from teststack.sipp import (
     headers_of,
     invite_expecting,
@@ -107,7 +107,7 @@ async def test_a_killed_worker_ends_only_its_calls(
     doomed = start_sipp(
         tmp_path / "one",
         phone_call_answered(None, caller=CALLER),
-        f"127.0.0.1:{stack.sip_port}",
+        f"127.0.0.1:{stack.ports.sip}",
         service=NUMBER,
         timeout=30,
     )
@@ -115,7 +115,7 @@ async def test_a_killed_worker_ends_only_its_calls(
     survivor = start_sipp(
         tmp_path / "two",
         phone_call_answered(1500, caller=other_caller),
-        f"127.0.0.1:{stack.sip_port + 1}",
+        f"127.0.0.1:{stack.ports.sip + 1}",
         service="+4930999000",
     )
     await alice.wait_for_event(room_one, is_ring_from(GHOST))
@@ -156,7 +156,7 @@ async def test_sigterm_drains_new_calls_get_503_and_live_calls_finish(
         start_sipp(
             tmp_path / "late",
             invite_expecting(503, caller="+4940999999"),
-            f"127.0.0.1:{stack.sip_port}",
+            f"127.0.0.1:{stack.ports.sip}",
             service=NUMBER,
         ).wait
     )
@@ -188,7 +188,7 @@ async def test_a_full_worker_refuses_the_fifth_call_with_486(
             start_sipp(
                 tmp_path / f"ring{i}",
                 phone_call_cancelled(8000, caller=caller),
-                f"127.0.0.1:{stack.sip_port}",
+                f"127.0.0.1:{stack.ports.sip}",
                 service=NUMBER,
             )
         )
@@ -197,7 +197,7 @@ async def test_a_full_worker_refuses_the_fifth_call_with_486(
         start_sipp(
             tmp_path / "fifth",
             invite_expecting(486, caller="+4940999888"),
-            f"127.0.0.1:{stack.sip_port}",
+            f"127.0.0.1:{stack.ports.sip}",
             service=NUMBER,
         ).wait
     )
@@ -220,19 +220,19 @@ async def test_trunk_registers_with_digest_and_status_shows_it(
     trunk = {
         "name": "provider",
         "host": "127.0.0.1",
-        "port": stack.trunk_port,
+        "port": stack.ports.trunk,
         "username": "4930555000",
         "password": "s3cret",
         "register": True,
         "register_interval": 300,
         "allowed_sources": ["127.0.0.1/32"],
     }
-    wrong = {**trunk, "name": "wrongpw", "password": "guess", "port": stack.trunk_port + 1}
+    wrong = {**trunk, "name": "wrongpw", "password": "guess", "port": stack.ports.trunk + 1}
     good = start_sipp(
-        tmp_path / "good", registrar("4930555000", "s3cret"), local_port=stack.trunk_port
+        tmp_path / "good", registrar("4930555000", "s3cret"), local_port=stack.ports.trunk
     )
     bad = start_sipp(
-        tmp_path / "bad", registrar("4930555000", "s3cret"), local_port=stack.trunk_port + 1
+        tmp_path / "bad", registrar("4930555000", "s3cret"), local_port=stack.ports.trunk + 1
     )
     bridge = start_bridge({"SIPBRIDGE_SIP__TRUNKS": json.dumps([trunk, wrong])})
     assert (await asyncio.to_thread(good.wait)).ok

@@ -34,7 +34,7 @@ def test_sip_options_reaches_the_controller(
     stack: BridgeStack, start_bridge: Callable[..., BridgeProcess], tmp_path: Path
 ) -> None:
     bridge = start_bridge()
-    target = f"127.0.0.1:{stack.sip_port}"
+    target = f"127.0.0.1:{stack.ports.sip}"
     before = bridge.metric("bridge_sip_requests_total", method="OPTIONS")
     result = run_sipp(tmp_path / "sipp", target, options_scenario(), calls=3)
     assert result.ok, result.output
@@ -48,7 +48,7 @@ def test_invite_to_an_unlinked_number_reaches_the_controller_and_gets_404(
     bridge = start_bridge()
     result = run_sipp(
         tmp_path / "sipp",
-        f"127.0.0.1:{stack.sip_port}",
+        f"127.0.0.1:{stack.ports.sip}",
         invite_expecting(404, caller="+4940111222", caller_name="Erika Muster"),
         service="+4930999888",
     )
@@ -88,7 +88,7 @@ def test_a_killed_worker_is_restarted_and_takes_calls_again(
     assert workers[2]["pid"] == first[2] and workers[2]["restarts"] == 0
     assert bridge.metric("bridge_worker_restarts_total") == 1
     # The new worker process answers on the same SIP port.
-    result = run_sipp(tmp_path / "sipp", f"127.0.0.1:{stack.sip_port}", invite_expecting(404))
+    result = run_sipp(tmp_path / "sipp", f"127.0.0.1:{stack.ports.sip}", invite_expecting(404))
     assert result.ok, result.output
     assert "call worker 1 stopped (killed by signal 9); restarting" in bridge.log()
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from bridge.matrix.rtc import CALL_MEMBER, CALL_NOTIFY, RTC_MEMBER, RTC_SLOT, SLOT_ID
 from tests.conftest import BridgeStack
-from tests.rtc_user import decline, is_membership_of, is_ring_from, join_call, leave_call
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.js_sdk import rtc_view
 from teststack.matrix_client import Event, MatrixUser
+from teststack.rtc_user import decline, is_membership_of, is_ring_from, join_call, leave_call
 from teststack.sipp import (
     SippProcess,
     invite_expecting,
@@ -45,7 +45,7 @@ async def linked_room(
 
 
 def phone(stack: BridgeStack, tmp_path: Path, scenario: str, number: str = NUMBER) -> SippProcess:
-    return start_sipp(tmp_path / "phone", scenario, f"127.0.0.1:{stack.sip_port}", service=number)
+    return start_sipp(tmp_path / "phone", scenario, f"127.0.0.1:{stack.ports.sip}", service=number)
 
 
 def records(tmp_path: Path) -> list[dict[str, Any]]:

@@ -12,12 +12,12 @@ from pathlib import Path
 from bridge.matrix.rtc import CALL_MEMBER, RTC_DECLINE, RTC_SLOT
 from bridge.sip.message import headers, parse_name_addr
 from tests.conftest import BridgeStack
-from tests.rtc_user import is_membership_of, is_ring_from, join_call, leave_call, ring
 from tests.test_inbound_calls import ended_record, notice_text
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.js_sdk import rtc_view
 from teststack.matrix_client import Event, MatrixUser
+from teststack.rtc_user import is_membership_of, is_ring_from, join_call, leave_call, ring
 from teststack.sipp import (
     SippProcess,
     requests,
@@ -33,7 +33,7 @@ GHOST = f"@sip_{NUMBER}:localhost"
 
 def far_end(stack: BridgeStack, tmp_path: Path, scenario: str) -> SippProcess:
     """SIPp as the trunk the bridge dials out to."""
-    return start_sipp(tmp_path / "trunk", scenario, local_port=stack.trunk_port, timeout=60)
+    return start_sipp(tmp_path / "trunk", scenario, local_port=stack.ports.trunk, timeout=60)
 
 
 async def bot_dm(stack: BridgeStack, user: MatrixUser) -> str:
@@ -105,7 +105,7 @@ async def test_sip_call_command_dials_rings_the_user_and_matrix_hangs_up(
     result = await asyncio.to_thread(trunk.wait)
     assert result.ok, result.output
     invite = invite_of(result.messages)
-    assert invite.startswith(f"INVITE sip:{NUMBER}@127.0.0.1:{stack.trunk_port} SIP/2.0")
+    assert invite.startswith(f"INVITE sip:{NUMBER}@127.0.0.1:{stack.ports.trunk} SIP/2.0")
     caller = parse_name_addr(headers(invite)["from"])
     assert caller.uri == "sip:+4930555000@127.0.0.1"  # the trunk's caller id
     assert any(m.startswith("BYE ") for m in requests(result.messages))
@@ -230,7 +230,7 @@ async def test_refused_destinations_and_users_send_no_invite(
 ) -> None:
     start_bridge()
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    listener.bind(("127.0.0.1", stack.trunk_port))
+    listener.bind(("127.0.0.1", stack.ports.trunk))
     listener.settimeout(0.5)
     try:
         dm = await bot_dm(stack, bob)

@@ -1,127 +1,164 @@
 """The bridge's main job, end to end on this machine, with embedded defaults.
 
-A local Synapse, the bridge on SQLite with one call worker, a Matrix user who talks to the
-bot, and a scripted phone (SIPp) that calls in. Prints what happens; stops everything.
+A local Synapse; the bridge on SQLite with one call worker; a Matrix user who links a number
+to a room; a scripted phone (SIPp) that calls it, rings the room and is answered; and a call
+out to a phone with `!sip call`. Prints what happens, then stops everything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.matrix.rtc import CALL_MEMBER, RTC_NOTIFICATION
+
 from . import ROOT
-from .bridge_process import BridgeProcess, generate_registration
+from .configs import LocalStack
 from .matrix_client import Event, MatrixUser
-from .procs import free_port, free_port_block
-from .sipp import invite_expecting, responses, run_sipp
-from .synapse import Synapse
+from .rtc_user import join_call
+from .sipp import phone_call_answered, responses, start_sipp, trunk_answers
 
 DEMO_DIR = ROOT / ".demo"
-DEMO_NUMBER = "+4930123456"
+NUMBER = "+4930123456"
 CALLER = "+4940555666"
+CALLEE = "+4930777888"
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def demo_config(synapse: Synapse, as_port: int, metrics_port: int, sip_port: int) -> dict[str, Any]:
-    """Only what differs from the bridge's built-in defaults."""
-    return {
-        "homeserver": {"address": synapse.url, "domain": synapse.server_name},
-        "appservice": {"address": f"http://127.0.0.1:{as_port}", "port": as_port},
-        "bridge": {"permissions": {"@demo:localhost": "admin"}},
-        "sip": {"port": sip_port},
-        "media": {"rtp_port": sip_port + 100, "rtp_ports_per_worker": 40},
-        "metrics": {"port": metrics_port},
-    }
-
-
-def is_bot_notice(bot: str, text: str) -> Any:
+def from_sender(sender: str, event_type: str, body: str | None = None) -> Callable[[Event], bool]:
     def match(event: Event) -> bool:
-        content = event.get("content", {})
-        return event.get("sender") == bot and text in content.get("body", "")
+        if event.get("sender") != sender or event.get("type") != event_type:
+            return False
+        return body is None or body in event.get("content", {}).get("body", "")
 
     return match
 
 
-def call_records(db: Path) -> list[dict[str, Any]]:
+def last_record(db: Path) -> dict[str, Any]:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY started_at")]
+        row = conn.execute("SELECT * FROM calls ORDER BY started_at DESC LIMIT 1").fetchone()
+        return dict(row) if row else {}
 
 
-async def run(workdir: Path) -> int:
-    as_port, metrics_port, sip_port = free_port(), free_port(), free_port_block(1)
-    registration = workdir / "registration.yaml"
-    synapse = Synapse(workdir / "synapse", [registration])
-    config_path = workdir / "config.yaml"
-    config_path.write_text(json.dumps(demo_config(synapse, as_port, metrics_port, sip_port)))
-    generate_registration(config_path, registration)
-    say(f"1. Registration written ({registration.name}); starting Synapse on {synapse.url}")
-    synapse.start()
-    bridge = BridgeProcess(workdir, config_path, metrics_port)
-    try:
-        token = synapse.register_user("demo")
-        say(f"2. Starting the bridge (SQLite, 1 call worker, SIP on 127.0.0.1:{sip_port})")
-        bridge.start()
-        workers = bridge.health()["workers"]
-        say(f"   ready: worker pid {workers[0]['pid']}, capacity {workers[0]['capacity']} calls")
-        bot = f"@sipbot:{synapse.server_name}"
-        async with MatrixUser(synapse.url, "@demo:localhost", token) as demo:
-            say("3. @demo:localhost opens a DM with the bot and types `!sip status`")
-            room = await demo.create_room(invite=[bot], is_direct=True)
-            await demo.wait_for_membership(room, bot, "join")
-            await demo.send_text(room, "!sip status")
-            reply = await demo.wait_for_event(room, is_bot_notice(bot, "Call workers"))
-            for line in reply["content"]["body"].splitlines():
-                say(f"   bot: {line}")
-        say(f"4. A phone ({CALLER}) calls {DEMO_NUMBER}, which no room is linked to yet")
-        result = run_sipp(
-            workdir / "sipp",
-            f"127.0.0.1:{sip_port}",
-            invite_expecting(404, caller=CALLER, caller_name="Demo Phone"),
-            service=DEMO_NUMBER,
+async def wait_ended(db: Path) -> dict[str, Any]:
+    for _ in range(100):
+        record = last_record(db)
+        if record.get("state") == "ended":
+            return record
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the call record was not closed")
+
+
+def show_record(record: dict[str, Any]) -> None:
+    for key in (
+        "direction",
+        "caller",
+        "caller_name",
+        "callee",
+        "trunk",
+        "matrix_user",
+        "outcome",
+        "sip_code",
+        "reason",
+    ):
+        say(f"     {key}: {record[key]}")
+
+
+async def run(stack: LocalStack) -> bool:
+    token = stack.synapse.register_user("demo")
+    say(f"2. Starting the bridge (SQLite, 1 call worker, SIP on 127.0.0.1:{stack.ports.sip})")
+    bridge = stack.start_bridge()
+    worker = bridge.health()["workers"][0]
+    say(f"   ready: worker pid {worker['pid']}, capacity {worker['capacity']} calls")
+    db = stack.workdir / "sip-bridge.db"
+    async with MatrixUser(stack.synapse.url, "@demo:localhost", token) as demo:
+        say(f"3. @demo:localhost makes a room with the bot and types `!sip link {NUMBER}`")
+        room = await demo.create_room(
+            invite=[stack.bot], power_level_content_override={"users": {stack.bot: 100}}
         )
+        await demo.wait_for_membership(room, stack.bot, "join")
+        await demo.send_text(room, f"!sip link {NUMBER}")
+        reply = await demo.wait_for_event(room, from_sender(stack.bot, "m.room.message", "ring"))
+        say(f"   bot: {reply['content']['body']}")
+        await demo.send_text(room, "!sip status")
+        reply = await demo.wait_for_event(
+            room, from_sender(stack.bot, "m.room.message", "Call workers")
+        )
+        for line in reply["content"]["body"].splitlines():
+            say(f"   bot: {line}")
+
+        say(f"4. A phone ({CALLER}, 'Demo Phone') calls {NUMBER}")
+        phone = start_sipp(
+            stack.workdir / "phone",
+            phone_call_answered(2000, caller=CALLER, caller_name="Demo Phone"),
+            f"127.0.0.1:{stack.ports.sip}",
+            service=NUMBER,
+        )
+        ghost = f"@sip_{CALLER}:localhost"
+        await demo.wait_for_event(room, from_sender(ghost, CALL_MEMBER))
+        ring = await demo.wait_for_event(room, from_sender(ghost, RTC_NOTIFICATION))
+        say(
+            f"   {ghost} joined the room's call and rang it "
+            f"({ring['content']['notification_type']}, "
+            f"lifetime {ring['content']['lifetime'] // 1000} s)"
+        )
+        await asyncio.sleep(1)
+        say("   @demo:localhost answers (joins the call); the phone hangs up after 2 s")
+        await join_call(demo, room, "DEMO")
+        result = await asyncio.to_thread(phone.wait)
         say(f"   the phone received: {', '.join(map(str, responses(result.messages)))}")
-        for _ in range(50):
-            records = call_records(workdir / "sip-bridge.db")
-            if records and records[-1]["state"] == "ended":
-                break
-            await asyncio.sleep(0.1)
-        record = records[-1]
-        say("5. The call record the controller wrote:")
-        for key in (
-            "direction",
-            "caller",
-            "caller_name",
-            "callee",
-            "worker_id",
-            "outcome",
-            "sip_code",
-            "reason",
-        ):
-            say(f"   {key}: {record[key]}")
-        ok = result.ok and record["sip_code"] == 404
-    finally:
-        code = bridge.stop()
-        synapse.stop()
-    say(f"6. Bridge stopped (exit code {code}); Synapse stopped.")
-    return 0 if ok and code == 0 else 1
+        notice = await demo.wait_for_event(room, from_sender(ghost, "m.room.message", "Call with"))
+        say(f"   room notice: {notice['content']['body']}")
+        record = await wait_ended(db)
+        say("   call record:")
+        show_record(record)
+        inbound_ok = result.ok and record["outcome"] == "completed"
+
+        say(f"5. @demo:localhost types `!sip call {CALLEE}`; the far end answers, talks 2 s")
+        trunk = start_sipp(
+            stack.workdir / "trunk",
+            trunk_answers(300, hang_up_after_ms=2000),
+            local_port=stack.ports.trunk,
+        )
+        started = time.monotonic()
+        await demo.send_text(room, f"!sip call {CALLEE}")
+        reply = await demo.wait_for_event(room, from_sender(stack.bot, "m.room.message", "Calling"))
+        say(f"   bot: {reply['content']['body']}")
+        result = await asyncio.to_thread(trunk.wait)
+        record = await wait_ended(db)
+        say(
+            f"   the far end answered and hung up after {time.monotonic() - started:.1f} s; "
+            "call record:"
+        )
+        show_record(record)
+        outbound_ok = result.ok and record["direction"] == "outbound"
+    return inbound_ok and outbound_ok
 
 
 def main() -> int:
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)
-    DEMO_DIR.mkdir()
-    code = asyncio.run(run(DEMO_DIR))
-    say("Demo " + ("succeeded." if code == 0 else f"FAILED; logs are in {DEMO_DIR}"))
-    return code
+    stack = LocalStack(DEMO_DIR, {"@demo:localhost": "admin"})
+    say(f"1. Writing config and registration; starting Synapse on {stack.synapse.url}")
+    ok = False
+    try:
+        stack.start_homeserver()
+        ok = asyncio.run(run(stack))
+    finally:
+        code = stack.stop()
+    say(f"6. Bridge stopped (exit code {code}); Synapse stopped.")
+    say("Demo " + ("succeeded." if ok and code == 0 else f"FAILED; logs are in {DEMO_DIR}"))
+    return 0 if ok and code == 0 else 1
 
 
 if __name__ == "__main__":

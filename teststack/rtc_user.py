@@ -15,7 +15,8 @@ from bridge.matrix.rtc import (
     membership_state_key,
     notification_content,
 )
-from teststack.matrix_client import Event, MatrixUser
+
+from .matrix_client import Event, MatrixUser
 
 
 async def join_call(user: MatrixUser, room: str, device: str = "TESTDEV") -> str:
