@@ -94,6 +94,18 @@ class MatrixUser:
                 return None
             raise
 
+    async def sync(self, since: str | None, timeout_ms: int = 10_000) -> tuple[str, list[Event]]:
+        """One /sync long-poll: the next token and the timeline events of every joined room."""
+        params = {"timeout": str(timeout_ms)}
+        if since:
+            params["since"] = since
+        data = await self.request("GET", "/v3/sync", params=params)
+        events = []
+        for room_id, room in data.get("rooms", {}).get("join", {}).items():
+            for event in room.get("timeline", {}).get("events", []):
+                events.append({**event, "room_id": room_id})
+        return str(data["next_batch"]), events
+
     async def messages(self, room_id: str, limit: int = 100) -> list[Event]:
         """The room's latest events, oldest first."""
         path = f"/v3/rooms/{quote(room_id)}/messages"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from .procs import free_port_pair
@@ -416,6 +417,20 @@ def run_sipp(
 def _last_count(output: str, label: str) -> int:
     matches = re.findall(rf"{label}\s*\|\s*(\d+)\s*\|\s*(\d+)", output)
     return int(matches[-1][1]) if matches else 0
+
+
+def timed_messages(messages: str) -> list[tuple[float, str, str]]:
+    """(unix time, "sent" or "received", message) for each message in a -trace_msg log."""
+    found = []
+    for match in re.finditer(
+        r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n\w+ message (sent|received)"
+        r"[^\n]*\n\n(.*?)(?=^-{20,} |\Z)",
+        messages,
+        re.M | re.S,
+    ):
+        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        found.append((stamp, match.group(2), match.group(3).strip()))
+    return found
 
 
 def received(messages: str) -> list[str]:
