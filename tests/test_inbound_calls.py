@@ -344,3 +344,26 @@ async def test_rooms_where_the_bridge_lacks_power_are_reported(
     await alice.send_text(room, "!sip status")
     status = await alice.wait_for_event(room, notice_from(stack.bot, "Call workers"))
     assert f"Room {room}: no bridge user may send {RTC_SLOT}" in status["content"]["body"]
+
+
+async def test_link_unlink_and_numbers(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    bob: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    room = await linked_room(stack, alice, "030 123 456")  # normalised with the trunk's plan
+    await alice.send_text(room, "!sip numbers")
+    listing = await alice.wait_for_event(room, notice_from(stack.bot, "Linked numbers:"))
+    assert f"+4930123456 → {room}" in listing["content"]["body"]
+    # Linking is for admins only.
+    dm = await bob.create_room(invite=[stack.bot], is_direct=True)
+    await bob.wait_for_membership(dm, stack.bot, "join")
+    await bob.send_text(dm, "!sip link +4930111111")
+    await bob.wait_for_event(dm, notice_from(stack.bot, "needs admin permission"))
+    await alice.send_text(room, "!sip unlink +4930123456")
+    await alice.wait_for_event(room, notice_from(stack.bot, "is no longer linked"))
+    result = await asyncio.to_thread(phone(stack, tmp_path, invite_expecting(404)).wait)
+    assert result.ok, result.output

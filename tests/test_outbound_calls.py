@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -258,3 +259,22 @@ async def test_refused_destinations_and_users_send_no_invite(
         assert got == []
     finally:
         listener.close()
+
+
+async def test_users_own_caller_id_goes_in_p_asserted_identity(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    bob: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    trunk_config = dict(stack.config["sip"]["trunks"][0])
+    trunk_config["caller_id_by_user"] = {"@bob:localhost": "+4930555111"}
+    start_bridge({"SIPBRIDGE_SIP__TRUNKS": json.dumps([trunk_config])})
+    trunk = far_end(stack, tmp_path, trunk_refuses(486, "Busy Here"))
+    dm = await bot_dm(stack, bob)
+    await bob.send_text(dm, f"!sip call {NUMBER}")
+    result = await asyncio.to_thread(trunk.wait)
+    assert result.ok, result.output
+    invite = headers(invite_of(result.messages).replace("\n", "\r\n"))
+    assert parse_name_addr(invite["from"]).uri == "sip:+4930555000@127.0.0.1"
+    assert parse_name_addr(invite["p-asserted-identity"]).uri == "sip:+4930555111@127.0.0.1"
