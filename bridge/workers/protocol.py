@@ -198,9 +198,8 @@ FromWorker = Annotated[
     Field(discriminator="kind"),
 ]
 
-# mypy reads an Annotated union as a value here; pydantic documents this form.
-_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)  # type: ignore[arg-type]
-_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)  # type: ignore[arg-type]
+_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)
+_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)
 
 
 def encode(message: Message) -> bytes:
