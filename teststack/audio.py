@@ -72,5 +72,6 @@ def loudest_stretch(samples: Samples, rate: int, seconds: float) -> Samples:
         return samples
     energy = np.convolve(samples.astype(np.float64) ** 2, np.ones(rate // 10), mode="valid")
     step = rate // 10
-    best = max(range(0, len(samples) - n, step), key=lambda i: energy[i : i + n - step : step].sum())
+    starts = range(0, len(samples) - n, step)
+    best = max(starts, key=lambda i: energy[i : i + n - step : step].sum())
     return samples[best : best + n]

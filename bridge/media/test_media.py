@@ -63,7 +63,7 @@ def test_resampler_keeps_the_tone_and_the_chunker_cuts_frames() -> None:
     tone = (8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
     resampler = Resampler(16000)
     chunker = Chunker()
-    frames = []
+    frames: list[bytes] = []
     for start in range(0, 48000, 960):  # 20 ms at 48 kHz
         pcm = resampler.convert(pcm_frame(tone[start : start + 960].tobytes(), 48000, start))
         frames.extend(chunker.feed(pcm))

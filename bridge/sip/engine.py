@@ -8,6 +8,7 @@ which must be thread-safe and must not block.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -20,17 +21,21 @@ from dataclasses import dataclass, field
 import pjsua2 as pj
 
 from ..log import redact
+from ..media.pjport import PumpPort, audio_format
+from ..media.pump import FramePump
 from ..workers.protocol import (
     AnswerCall,
     CallEnded,
     CallProgress,
     CallRefusedByStack,
     Drain,
+    DtmfReceived,
     HangupCall,
     IncomingCall,
     MakeCall,
     Message,
     RejectCall,
+    SendDtmf,
     SipRequestSeen,
     TrunkRegistration,
     TrunkSettings,
@@ -43,7 +48,7 @@ log = logging.getLogger(__name__)
 pjlog = logging.getLogger("pjsip")
 
 Emit = Callable[[Message], None]
-EngineCommand = AnswerCall | RejectCall | MakeCall | HangupCall | Drain
+EngineCommand = AnswerCall | RejectCall | MakeCall | HangupCall | SendDtmf | Drain
 
 POLL_MS = 10
 PJ_ETOOMANY = 70010
@@ -129,6 +134,48 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.engine.on_call_state(self, prm)
 
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        self.engine.on_media_state(self)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+        self.engine.emit(DtmfReceived(call_ref=self.ref, digit=prm.digit, method=method))
+
+
+class PumpRegistry:
+    """Each call's frame pump, made on first use from either thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pumps: dict[str, FramePump] = {}
+        self._lock = threading.Lock()
+        self.closed_underruns = 0
+        self.closed_overruns = 0
+
+    def get(self, ref: str) -> FramePump:
+        with self._lock:
+            pump = self._pumps.get(ref)
+            if pump is None:
+                pump = self._pumps[ref] = FramePump(self._loop)
+            return pump
+
+    def close(self, ref: str) -> None:
+        with self._lock:
+            pump = self._pumps.pop(ref, None)
+        if pump is not None:
+            self.closed_underruns += pump.stats.underruns
+            self.closed_overruns += pump.overruns
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(pump.close)
+
+    def totals(self) -> tuple[int, int]:
+        with self._lock:
+            live = list(self._pumps.values())
+        return (
+            self.closed_underruns + sum(p.stats.underruns for p in live),
+            self.closed_overruns + sum(p.overruns for p in live),
+        )
+
 
 @dataclass
 class _Undecided:
@@ -144,9 +191,12 @@ class EngineState:
 
 
 class SipEngine:
-    def __init__(self, settings: WorkerSettings, emit: Emit) -> None:
+    def __init__(self, settings: WorkerSettings, emit: Emit, pumps: PumpRegistry) -> None:
         self.settings = settings
         self.emit = emit
+        self.pumps = pumps
+        self._ports: dict[str, PumpPort] = {}
+        self._stats_at = 0.0
         self.capacity = 0
         self._commands: queue.SimpleQueue[EngineCommand] = queue.SimpleQueue()
         self._ready = threading.Event()
@@ -340,6 +390,9 @@ class SipEngine:
         if call is None:
             log.debug("%s for call %s, which has ended", command.kind, command.call_ref)
             return
+        if isinstance(command, SendDtmf):
+            call.dialDtmf(command.digits)
+            return
         self._state.undecided.pop(command.call_ref, None)
         if isinstance(command, AnswerCall):
             call.answer(self._op(command.code))
@@ -399,19 +452,46 @@ class SipEngine:
                 self._execute(RejectCall(call_ref=ref, code=503, reason="Service Unavailable"))
 
     def _reap_ended(self) -> None:
-        # Call objects are deleted here, never inside their own callback.
+        # Call objects (and their audio ports) are deleted here, never inside a callback.
         while self._state.ended:
-            self._state.calls.pop(self._state.ended.pop(), None)
+            ref = self._state.ended.pop()
+            self._drop_port(ref)
+            self.pumps.close(ref)
+            self._state.calls.pop(ref, None)
+
+    def _drop_port(self, ref: str) -> None:
+        port = self._ports.pop(ref, None)
+        call = self._state.calls.get(ref)
+        if port is None:
+            return
+        with contextlib.suppress(pj.Error):
+            if call is not None and call.hasMedia():
+                media = call.getAudioMedia(-1)
+                media.stopTransmit(port)
+                port.stopTransmit(media)
+        del port
 
     def _report_stats(self) -> None:
+        now = time.monotonic()
         stats = (
             len(self._state.calls),
             self.capacity,
             self._state.draining_retry_after is not None,
         )
-        if stats != self._last_stats:
-            self._last_stats = stats
-            self.emit(WorkerStats(active_calls=stats[0], capacity=stats[1], draining=stats[2]))
+        if stats == self._last_stats and now - self._stats_at < 5:
+            return
+        self._last_stats = stats
+        self._stats_at = now
+        underruns, overruns = self.pumps.totals()
+        self.emit(
+            WorkerStats(
+                active_calls=stats[0],
+                capacity=stats[1],
+                draining=stats[2],
+                frames_underrun=underruns,
+                frames_overrun=overruns,
+            )
+        )
 
     def _shutdown(self) -> None:
         ep = self._endpoint
@@ -426,6 +506,8 @@ class SipEngine:
         except pj.Error as e:
             log.warning("hanging up calls at shutdown failed: %s", e.reason)
         # Every pjsua2 object must be gone before libDestroy, or the process aborts.
+        for ref in list(self._ports):
+            self._drop_port(ref)
         self._state.calls.clear()
         self._state.undecided.clear()
         for trunk_account in self._trunks.values():
@@ -490,6 +572,22 @@ class SipEngine:
                 transport=_via_transport(hdrs.get("via", "")),
             )
         )
+
+    def on_media_state(self, call: _Call) -> None:
+        """Connect the call's audio to its pump once its media is active (once per call)."""
+        if call.ref in self._ports:
+            return
+        info = call.getInfo()
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                audio = call.getAudioMedia(media.index)
+                port = PumpPort(self.pumps.get(call.ref))
+                port.createPort(f"call-{call.ref}", audio_format())
+                audio.startTransmit(port)
+                port.startTransmit(audio)
+                self._ports[call.ref] = port
+                log.debug("call %s: audio connected", call.ref)
+                return
 
     def on_call_state(self, call: _Call, prm: pj.OnCallStateParam) -> None:
         info = call.getInfo()

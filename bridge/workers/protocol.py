@@ -6,7 +6,7 @@ decides, the worker reports: a worker never acts on a new call without a decisio
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -52,6 +52,9 @@ class WorkerSettings(Message):
     trunks: list[TrunkSettings] = Field(default_factory=list)
     # Only one worker registers the trunks, so registrations do not replace each other.
     register_trunks: bool = False
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    webrtc_host_addresses: list[str] = Field(default_factory=list)
+    webrtc_codecs: list[str] = Field(default_factory=lambda: ["G722", "opus", "PCMU", "PCMA"])
 
 
 class AnswerCall(Message):
@@ -88,6 +91,41 @@ class HangupCall(Message):
     call_ref: str
     code: int | None = None
     reason: str | None = None
+
+
+class StartWebRtc(Message):
+    """Give the call a WebRTC audio leg: answer this offer, or make an offer if none."""
+
+    kind: Literal["StartWebRtc"] = "StartWebRtc"
+    call_ref: str
+    offer: str | None = None
+
+
+class RemoteDescription(Message):
+    """The Matrix side's answer to our offer, or its new offer (renegotiation)."""
+
+    kind: Literal["RemoteDescription"] = "RemoteDescription"
+    call_ref: str
+    type: Literal["offer", "answer"]
+    sdp: str
+
+
+class IceCandidate(Message):
+    candidate: str
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+
+class RemoteCandidates(Message):
+    kind: Literal["RemoteCandidates"] = "RemoteCandidates"
+    call_ref: str
+    candidates: list[IceCandidate]
+
+
+class SendDtmf(Message):
+    kind: Literal["SendDtmf"] = "SendDtmf"
+    call_ref: str
+    digits: str = Field(pattern=r"^[0-9*#A-Da-d]{1,32}$")
 
 
 class Drain(Message):
@@ -175,15 +213,48 @@ class TrunkRegistration(Message):
     expires: int
 
 
+class WebRtcDescription(Message):
+    kind: Literal["WebRtcDescription"] = "WebRtcDescription"
+    call_ref: str
+    type: Literal["offer", "answer"]
+    sdp: str
+
+
+class WebRtcState(Message):
+    kind: Literal["WebRtcState"] = "WebRtcState"
+    call_ref: str
+    state: str  # aiortc's connectionState: connecting, connected, failed, closed
+    detail: str = ""
+
+
+class DtmfReceived(Message):
+    kind: Literal["DtmfReceived"] = "DtmfReceived"
+    call_ref: str
+    digit: str
+    method: Literal["rfc4733", "info"]
+
+
 class WorkerStats(Message):
     kind: Literal["WorkerStats"] = "WorkerStats"
     active_calls: int
     capacity: int
     draining: bool
+    frames_underrun: int = 0
+    frames_overrun: int = 0
 
 
 ToWorker = Annotated[
-    WorkerSettings | AnswerCall | RejectCall | MakeCall | HangupCall | Drain | Stop,
+    WorkerSettings
+    | AnswerCall
+    | RejectCall
+    | MakeCall
+    | HangupCall
+    | StartWebRtc
+    | RemoteDescription
+    | RemoteCandidates
+    | SendDtmf
+    | Drain
+    | Stop,
     Field(discriminator="kind"),
 ]
 FromWorker = Annotated[
@@ -194,12 +265,16 @@ FromWorker = Annotated[
     | CallEnded
     | CallRefusedByStack
     | TrunkRegistration
+    | WebRtcDescription
+    | WebRtcState
+    | DtmfReceived
     | WorkerStats,
     Field(discriminator="kind"),
 ]
 
-_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)
-_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)
+# mypy reads a long Annotated union as a value here (and a short one not); pydantic takes both.
+_to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)  # type: ignore[arg-type,unused-ignore]
+_from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)  # type: ignore[arg-type,unused-ignore]
 
 
 def encode(message: Message) -> bytes:

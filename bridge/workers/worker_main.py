@@ -10,12 +10,17 @@ import socket
 import time
 
 from ..log import setup_logging
-from ..sip.engine import SipEngine, SipError
+from ..sip.engine import PumpRegistry, SipEngine, SipError
 from .channel import Channel
+from .media_legs import MediaLegs
 from .protocol import (
+    CallEnded,
     Drain,
     Message,
     ProtocolError,
+    RemoteCandidates,
+    RemoteDescription,
+    StartWebRtc,
     Stop,
     ToWorker,
     WorkerReady,
@@ -56,10 +61,18 @@ async def run_worker(ipc_fd: int) -> int:
         return EXIT_SETTINGS
     setup_logging(settings.log_level, f"worker-{settings.worker_id}")
 
-    def emit(message: Message) -> None:
-        loop.call_soon_threadsafe(channel.send, message)
+    pumps = PumpRegistry(loop)
+    media = MediaLegs(settings, pumps, channel.send)
 
-    engine = SipEngine(settings, emit)
+    def deliver(message: Message) -> None:
+        if isinstance(message, CallEnded):
+            media.call_ended(message.call_ref)
+        channel.send(message)
+
+    def emit(message: Message) -> None:
+        loop.call_soon_threadsafe(deliver, message)
+
+    engine = SipEngine(settings, emit, pumps)
     try:
         capacity = await asyncio.to_thread(engine.start)
     except SipError as e:
@@ -83,16 +96,20 @@ async def run_worker(ipc_fd: int) -> int:
         )
     )
     try:
-        await _serve(channel, engine, stop_requested)
+        await _serve(channel, engine, media, stop_requested)
     finally:
         await asyncio.to_thread(engine.stop)
+        await media.close_all()
         await channel.drain()
         channel.close()
     return EXIT_OK
 
 
-async def _serve(channel: Channel[ToWorker], engine: SipEngine, stop: asyncio.Event) -> None:
+async def _serve(
+    channel: Channel[ToWorker], engine: SipEngine, media: MediaLegs, stop: asyncio.Event
+) -> None:
     stop_task = asyncio.create_task(stop.wait())
+    tasks: set[asyncio.Task[None]] = set()
     while engine.alive:
         receive = asyncio.create_task(channel.receive())
         done, _ = await asyncio.wait({receive, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -113,6 +130,12 @@ async def _serve(channel: Channel[ToWorker], engine: SipEngine, stop: asyncio.Ev
             return
         if isinstance(message, WorkerSettings):
             log.warning("settings can only be given once; ignoring them")
+            continue
+        if isinstance(message, StartWebRtc | RemoteDescription | RemoteCandidates):
+            # Each in its own task: answering an offer gathers ICE candidates, which takes time.
+            task = asyncio.create_task(media.handle(message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
             continue
         if isinstance(message, Drain):
             log.info("draining: new calls get 503, Retry-After %d", message.retry_after)

@@ -1,0 +1,100 @@
+"""The worker's WebRTC legs, one per call that has one, driven by the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..media.webrtc import WebRtcLeg, restrict_host_addresses
+from ..sip.engine import PumpRegistry
+from .protocol import (
+    Message,
+    RemoteCandidates,
+    RemoteDescription,
+    StartWebRtc,
+    WebRtcDescription,
+    WebRtcState,
+    WorkerSettings,
+)
+
+log = logging.getLogger(__name__)
+
+MediaCommand = StartWebRtc | RemoteDescription | RemoteCandidates
+
+
+class MediaLegs:
+    def __init__(
+        self, settings: WorkerSettings, pumps: PumpRegistry, send: Callable[[Message], None]
+    ) -> None:
+        self.settings = settings
+        self.pumps = pumps
+        self.send = send
+        self._legs: dict[str, WebRtcLeg] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # A call's commands run one at a time, in the order they came (candidates after
+        # the description they belong to).
+        self._locks: dict[str, asyncio.Lock] = {}
+        restrict_host_addresses(settings.webrtc_host_addresses)
+
+    async def handle(self, command: MediaCommand) -> None:
+        lock = self._locks.setdefault(command.call_ref, asyncio.Lock())
+        async with lock:
+            await self._handle(command)
+
+    async def _handle(self, command: MediaCommand) -> None:
+        ref = command.call_ref
+        try:
+            if isinstance(command, StartWebRtc):
+                await self._start(command)
+            elif isinstance(command, RemoteDescription):
+                leg = self._legs[ref]
+                if command.type == "answer":
+                    await leg.accept_answer(command.sdp)
+                else:
+                    sdp = await leg.answer(command.sdp)
+                    self.send(WebRtcDescription(call_ref=ref, type="answer", sdp=sdp))
+            else:
+                leg = self._legs[ref]
+                for candidate in command.candidates:
+                    await leg.add_candidate(
+                        candidate.candidate, candidate.sdp_mid, candidate.sdp_mline_index
+                    )
+        except KeyError:
+            log.warning("%s for call %s, which has no WebRTC leg", command.kind, ref)
+        except Exception as e:  # a bad SDP must not take the worker down
+            log.exception("WebRTC %s for call %s failed", command.kind, ref)
+            self.send(WebRtcState(call_ref=ref, state="failed", detail=f"{type(e).__name__}: {e}"))
+
+    async def _start(self, command: StartWebRtc) -> None:
+        ref = command.call_ref
+        if ref in self._legs:
+            raise ValueError(f"call {ref} already has a WebRTC leg")
+        leg = WebRtcLeg(
+            ref,
+            self.pumps.get(ref),
+            self.settings.ice_servers,
+            self.settings.webrtc_codecs,
+            lambda state: self.send(WebRtcState(call_ref=ref, state=state)),
+        )
+        self._legs[ref] = leg
+        if command.offer is not None:
+            sdp = await leg.answer(command.offer)
+            self.send(WebRtcDescription(call_ref=ref, type="answer", sdp=sdp))
+        else:
+            sdp = await leg.offer()
+            self.send(WebRtcDescription(call_ref=ref, type="offer", sdp=sdp))
+
+    def call_ended(self, ref: str) -> None:
+        self._locks.pop(ref, None)
+        leg = self._legs.pop(ref, None)
+        if leg is not None:
+            task = asyncio.create_task(leg.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close_all(self) -> None:
+        for ref in list(self._legs):
+            self.call_ended(ref)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
