@@ -1,4 +1,4 @@
-"""What a call's actions do: SIP through its worker, Matrix as its ghost, records in the DB."""
+"""What a call's actions do: SIP through its worker, Matrix through its side, records."""
 
 from __future__ import annotations
 
@@ -25,44 +25,16 @@ from ..core.callflow import (
     PostNotice,
     RespondSip,
     Ring,
-    RingSent,
     SendDecline,
-    SessionJoined,
-    SessionJoinFailed,
 )
 from ..matrix.ghosts import GhostDirectory
-from ..matrix.presence import GhostPresence, now_ms
-from ..matrix.room_state import session_members
 from ..matrix.rooms import RoomAccess
-from ..matrix.rtc import livekit_focus
 from ..metrics import Metrics
 from ..workers.protocol import AnswerCall, HangupCall, MakeCall, Message, RejectCall
 from .records import RecordKeeper
+from .sides import CallSide
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CallContext:
-    """What one call is, beyond its state: who, where, and on which worker."""
-
-    record_id: str
-    direction: Direction
-    worker_id: int
-    call_ref: str
-    remote_number: str
-    remote_name: str | None
-    trunk: str | None
-    room_id: str | None = None
-    matrix_user: str | None = None  # outbound: who called
-    caller_id: str | None = None  # outbound: the number shown to the phone
-    ghost: IntentAPI | None = None
-    presence: GhostPresence | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def device_id(self) -> str:
-        return "SIP" + self.record_id[:10].upper()
 
 
 class SipSender:
@@ -85,108 +57,105 @@ class CallServices:
     metrics: Metrics
 
 
+@dataclass
+class CallContext:
+    """What one call is, beyond its state: who, where, on which worker, and how in Matrix."""
+
+    services: CallServices
+    record_id: str
+    direction: Direction
+    worker_id: int
+    call_ref: str
+    remote_number: str
+    remote_name: str | None
+    trunk: str | None
+    room_id: str | None = None
+    matrix_user: str | None = None  # outbound: who called
+    caller_id: str | None = None  # outbound: the number shown to the phone
+    caller_name: str | None = None
+    ghost: IntentAPI | None = None
+    side: CallSide | None = None
+    hangup_reason: str = ""  # a Reason for the SIP side when the bridge ends the call
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device_id(self) -> str:
+        return "SIP" + self.record_id[:10].upper()
+
+    def send_to_worker(self, message: Message) -> None:
+        if not self.services.sip.send(self.worker_id, message):
+            log.warning(
+                "call %s: worker %d is gone; %s not sent",
+                self.record_id,
+                self.worker_id,
+                type(message).__name__,
+            )
+
+    async def note(self, **fields: object) -> None:
+        await self.services.records.note(self.record_id, **fields)
+
+    async def ghost_intent(self) -> IntentAPI:
+        if self.ghost is None:
+            self.ghost = await self.services.ghosts.intent_for(self.remote_number, self.remote_name)
+        return self.ghost
+
+
 class CallEffects:
-    def __init__(self, ctx: CallContext, flow: CallFlow, services: CallServices) -> None:
+    def __init__(self, ctx: CallContext, flow: CallFlow) -> None:
         self.ctx = ctx
         self.flow = flow
-        self.s = services
+        self.s = ctx.services
+
+    @property
+    def side(self) -> CallSide:
+        assert self.ctx.side is not None
+        return self.ctx.side
 
     async def execute(self, action: Action) -> Event | None:
         ctx = self.ctx
         if isinstance(action, RespondSip):
+            if action.code == 200:
+                await self.side.before_answer()
             if action.code < 300:
-                self._sip(AnswerCall(call_ref=ctx.call_ref, code=action.code))
+                ctx.send_to_worker(AnswerCall(call_ref=ctx.call_ref, code=action.code))
             else:
-                self._sip(
+                ctx.send_to_worker(
                     RejectCall(
                         call_ref=ctx.call_ref, code=action.code, reason=action.reason or None
                     )
                 )
         elif isinstance(action, HangUpSip):
-            self._sip(HangupCall(call_ref=ctx.call_ref))
+            ctx.send_to_worker(HangupCall(call_ref=ctx.call_ref, reason=ctx.hangup_reason or None))
         elif isinstance(action, PlaceSipCall):
             assert ctx.trunk is not None
-            self._sip(
+            ctx.send_to_worker(
                 MakeCall(
                     call_ref=ctx.call_ref,
                     trunk=ctx.trunk,
                     number=ctx.remote_number,
                     caller_id=ctx.caller_id,
-                    caller_name=ctx.extra.get("caller_name"),
+                    caller_name=ctx.caller_name,
                 )
             )
         elif isinstance(action, JoinSession):
-            return await self._join()
+            return await self.side.join(await ctx.ghost_intent())
         elif isinstance(action, Ring):
-            assert ctx.presence is not None
-            event_id = await ctx.presence.ring(
-                action.kind, list(action.mentions), self.s.config.matrixrtc.send_call_notify
-            )
-            return RingSent(event_id)
+            return await self.side.ring(action.kind, list(action.mentions))
         elif isinstance(action, LeaveSession):
-            if ctx.presence is not None and ctx.presence.membership_event_id is not None:
-                await ctx.presence.leave()
+            await self.side.leave()
         elif isinstance(action, SendDecline):
-            ghost = await self._ghost()
-            presence = ctx.presence or GhostPresence(
-                ghost, ctx.room_id or "", ctx.device_id, self.s.config.matrixrtc
-            )
-            await presence.decline(action.notification_event_id)
+            ghost = await ctx.ghost_intent()
+            await self.side.decline(ghost, action.notification_event_id, action.busy)
         elif isinstance(action, PostNotice):
             await self._notice(action.text)
         elif isinstance(action, Finish):
             await self._finish(action)
         return None
 
-    def _sip(self, message: Message) -> None:
-        if not self.s.sip.send(self.ctx.worker_id, message):
-            log.warning(
-                "call %s: worker %d is gone; %s not sent",
-                self.ctx.record_id,
-                self.ctx.worker_id,
-                type(message).__name__,
-            )
-
-    async def _ghost(self) -> IntentAPI:
-        if self.ctx.ghost is None:
-            self.ctx.ghost = await self.s.ghosts.intent_for(
-                self.ctx.remote_number, self.ctx.remote_name
-            )
-        return self.ctx.ghost
-
-    async def _join(self) -> Event:
-        ctx = self.ctx
-        assert ctx.room_id is not None
-        try:
-            ghost = await self._ghost()
-            await self.s.rooms.ensure_in_room(ghost, ctx.room_id)
-            state = await self.s.rooms.state(ctx.room_id, ghost)
-            self.s.rooms.note_member_power(ctx.room_id, state, ghost.mxid)
-            if ctx.direction is Direction.INBOUND:
-                await self.s.rooms.ensure_slot_open(ctx.room_id, state, [self.s.rooms.bot, ghost])
-            presence = GhostPresence(ghost, ctx.room_id, ctx.device_id, self.s.config.matrixrtc)
-            ctx.presence = presence
-            await self.s.records.note(
-                ctx.record_id, ghost_user_id=ghost.mxid, rtc_state_key=presence.state_key
-            )
-            event_id = await presence.join(self._foci(state))
-        except (MatrixError, IntentError, OSError) as e:
-            log.warning("call %s: joining %s failed: %s", ctx.record_id, ctx.room_id, e)
-            return SessionJoinFailed(str(e))
-        return SessionJoined(event_id)
-
-    def _foci(self, state: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The oldest member's first focus (as clients pick it), else our own service."""
-        for member in session_members(state, now_ms()):
-            if member.foci_preferred:
-                return [member.foci_preferred[0]]
-        url = self.s.config.matrixrtc.livekit_service_url
-        return [livekit_focus(url, self.ctx.room_id or "")]
-
     async def _notice(self, text: str) -> None:
         room = RoomID(self.ctx.room_id or "")
         # The ghost speaks in its own rooms (portals have no bot); the bot is the fallback.
-        sender = await self._ghost()
+        sender = await self.ctx.ghost_intent()
         try:
             await sender.send_notice(room, text)
         except (MatrixError, IntentError) as e:
@@ -199,6 +168,11 @@ class CallEffects:
     async def _finish(self, action: Finish) -> None:
         ctx = self.ctx
         flow = self.flow
+        try:
+            ghost = await ctx.ghost_intent()
+            await self.side.end(ghost, action, ctx.direction is Direction.INBOUND)
+        except (MatrixError, IntentError) as e:
+            log.warning("call %s: ending the Matrix side failed: %s", ctx.record_id, e)
         answered_at = None
         if flow.answered_at is not None:
             answered_at = time.time() - (time.monotonic() - flow.answered_at)

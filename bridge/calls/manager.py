@@ -34,6 +34,18 @@ from ..core.callflow import (
 from ..core.dialplan import DialPlan, NumberError, normalise_incoming
 from ..core.outcome import Outcome, outcome_of_sip_end
 from ..core.routing import caller_label, ghost_number, trunk_for_source
+from ..matrix.legacy import (
+    CALL_ANSWER,
+    CALL_CANDIDATES,
+    CALL_HANGUP,
+    CALL_INVITE,
+    CALL_NEGOTIATE,
+    CALL_REJECT,
+    CALL_SELECT_ANSWER,
+    LEGACY_TYPES,
+    LegacyEvent,
+    read_legacy,
+)
 from ..matrix.presence import now_ms
 from ..matrix.room_state import joined_members, session_members
 from ..matrix.rtc import (
@@ -58,18 +70,34 @@ from ..workers.protocol import (
     CallEnded,
     CallProgress,
     CallRefusedByStack,
+    DtmfReceived,
     FromWorker,
+    IceCandidate,
     IncomingCall,
     RejectCall,
+    RemoteCandidates,
+    SendDtmf,
     SipRequestSeen,
+    StartWebRtc,
     TrunkRegistration,
+    WebRtcDescription,
+    WebRtcState,
 )
 from .effects import CallContext, CallEffects, CallServices
 from .runner import CallRunner
+from .sides import LegacySide, RtcSide
 
 log = logging.getLogger(__name__)
 
-CALL_EVENT_TYPES = {CALL_MEMBER, RTC_MEMBER, RTC_DECLINE, RTC_NOTIFICATION, CALL_NOTIFY}
+CALL_EVENT_TYPES = {
+    CALL_MEMBER,
+    RTC_MEMBER,
+    RTC_DECLINE,
+    RTC_NOTIFICATION,
+    CALL_NOTIFY,
+    *LEGACY_TYPES,
+}
+DTMF_QUIET_SECONDS = 1.5
 
 
 def dial_plan(trunk: TrunkConfig | None) -> DialPlan:
@@ -123,7 +151,7 @@ class CallManager:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     def _new_runner(self, ctx: CallContext, flow: CallFlow) -> CallRunner:
-        runner = CallRunner(ctx.record_id, flow, CallEffects(ctx, flow, self.s), self._runner_done)
+        runner = CallRunner(ctx.record_id, flow, CallEffects(ctx, flow), self._runner_done)
         self._runners[(ctx.worker_id, ctx.call_ref)] = runner
         self._contexts[runner] = ctx
         return runner
@@ -162,6 +190,10 @@ class CallManager:
                 runner.feed(SipProgress(message.sip_code))
         elif isinstance(message, CallRefusedByStack):
             await self._refused(worker_id, message)
+        elif isinstance(message, WebRtcDescription | WebRtcState | DtmfReceived):
+            runner = self._runners.get((worker_id, message.call_ref))
+            if runner is not None:
+                await self._media_report(runner, self._contexts[runner], message)
         elif isinstance(message, TrunkRegistration):
             try:
                 await self.trunk_states.set(
@@ -169,6 +201,52 @@ class CallManager:
                 )
             except StorageError as e:
                 log.warning("trunk %s state not stored: %s", message.trunk, e)
+
+    async def _media_report(
+        self,
+        runner: CallRunner,
+        ctx: CallContext,
+        message: WebRtcDescription | WebRtcState | DtmfReceived,
+    ) -> None:
+        side = ctx.side
+        if isinstance(message, DtmfReceived):
+            self._note_dtmf(ctx, message.digit)
+        elif isinstance(message, WebRtcDescription):
+            if isinstance(side, LegacySide):
+                side.description_ready(message.sdp)
+        elif message.state == "failed" and isinstance(side, LegacySide):
+            log.warning("call %s: WebRTC failed: %s", ctx.record_id, message.detail or "ICE")
+            side.media_failed(message.detail or "ICE failed")
+            side.hangup_reason = "ice_failed" if not message.detail else "user_media_failed"
+            ctx.hangup_reason = "the Matrix side's media failed"
+            runner.feed(HangUp("the call's media (WebRTC) failed"))
+
+    def _note_dtmf(self, ctx: CallContext, digit: str) -> None:
+        """Digits from the phone, posted as one notice once the phone pauses."""
+        digits: list[str] = ctx.extra.setdefault("dtmf", [])
+        digits.append(digit)
+        pending = ctx.extra.get("dtmf_task")
+        if pending is not None:
+            pending.cancel()
+
+        async def flush() -> None:
+            await asyncio.sleep(DTMF_QUIET_SECONDS)
+            text = "".join(ctx.extra.pop("dtmf", []))
+            ctx.extra.pop("dtmf_task", None)
+            if text and ctx.room_id:
+                ghost = await ctx.ghost_intent()
+                await ghost.send_notice(RoomID(ctx.room_id), f"The phone dialled {text}")
+
+        task = asyncio.create_task(flush())
+        ctx.extra["dtmf_task"] = task
+
+    def send_dtmf(self, room_id: str, digits: str) -> bool:
+        """`!sip dtmf`: digits to the phone of the call in this room (RFC 4733)."""
+        for runner in self._in_room(room_id):
+            ctx = self._contexts[runner]
+            ctx.send_to_worker(SendDtmf(call_ref=ctx.call_ref, digits=digits))
+            return True
+        return False
 
     async def _incoming(self, worker_id: int, call: IncomingCall) -> None:
         trunk = trunk_for_source(call.source, self.config.sip.trunks)
@@ -210,6 +288,7 @@ class CallManager:
             )
             return
         ctx = CallContext(
+            self.s,
             record.id,
             Direction.INBOUND,
             worker_id,
@@ -218,6 +297,7 @@ class CallManager:
             call.from_display,
             trunk.name if trunk else None,
         )
+        ctx.side = RtcSide(ctx, self.config, self.s.rooms, inbound=True)
         flow = CallFlow.inbound(
             caller_label(caller, call.from_display),
             self.config.matrixrtc.ring_lifetime,
@@ -232,15 +312,16 @@ class CallManager:
 
     async def _route(self, runner: CallRunner, ctx: CallContext, callee: str) -> None:
         try:
-            room_id = await self.numbers.room_for(callee)
+            link = await self.numbers.get(callee)
         except StorageError as e:
             log.error("call %s: %s; 503", ctx.record_id, e)
             runner.feed(RouteRefused(503, "Service Unavailable", str(e)))
             return
-        if room_id is None:
+        if link is None:
             log.info("call %s: %s is not linked to a room; 404", ctx.record_id, callee)
             runner.feed(RouteRefused(404, "Not Found", f"{callee} is not linked to a room"))
             return
+        room_id = link.room_id
         try:
             state = await self.s.rooms.state(room_id)
         except (MatrixError, OSError) as e:
@@ -257,6 +338,13 @@ class CallManager:
             room_id, [(membership_state_key(m.user_id, m.device_id), m) for m in in_call]
         )
         members = tuple(m.key for m in in_call if m.user_id in humans)
+        if link.call_mode == "legacy":
+            if len(humans) != 1:
+                detail = f"legacy calls need a DM with one person; {room_id} has {len(humans)}"
+                runner.feed(RouteRefused(480, "Temporarily Unavailable", detail))
+                return
+            ctx.side = LegacySide(ctx, self.config, self.s.rooms, uuid.uuid4().hex, humans[0])
+            members = ()
         runner.feed(RouteFound(room_id, len(humans) == 1, tuple(humans), members))
 
     async def _refused(self, worker_id: int, refused: CallRefusedByStack) -> None:
@@ -317,7 +405,13 @@ class CallManager:
         room_id = event["room_id"]
         sender = event["sender"]
         kind = event["type"]
-        if kind in (CALL_MEMBER, RTC_MEMBER):
+        if kind in LEGACY_TYPES:
+            legacy = read_legacy(event)
+            if legacy is None:
+                log.warning("ignoring a malformed %s in %s from %s", kind, room_id, sender)
+            elif not self._is_bridge_user(sender):
+                await self._legacy_event(room_id, legacy)
+        elif kind in (CALL_MEMBER, RTC_MEMBER):
             update = read_membership(event)
             if update is None:
                 return
@@ -337,7 +431,61 @@ class CallManager:
         elif kind in (RTC_NOTIFICATION, CALL_NOTIFY) and not self._is_bridge_user(sender):
             await self._ring_from_matrix(room_id, sender, event["event_id"])
 
-    async def _ring_from_matrix(self, room_id: str, sender: str, event_id: str) -> None:
+    def _legacy_call(
+        self, room_id: str, call_id: str
+    ) -> tuple[CallRunner, CallContext, LegacySide] | None:
+        for runner in self._in_room(room_id):
+            ctx = self._contexts[runner]
+            if isinstance(ctx.side, LegacySide) and ctx.side.call_id == call_id:
+                return runner, ctx, ctx.side
+        return None
+
+    async def _legacy_event(self, room_id: str, event: LegacyEvent) -> None:
+        if event.type == CALL_INVITE:
+            if event.expired:
+                log.info("ignoring an expired m.call.invite %s", event.call_id)
+            else:
+                await self._ring_from_matrix(room_id, event.sender, event.event_id, event)
+            return
+        found = self._legacy_call(room_id, event.call_id)
+        if found is None:
+            log.debug("%s for unknown call %s", event.type, event.call_id)
+            return
+        runner, ctx, side = found
+        if side.their_party is not None and event.party_id not in (None, side.their_party):
+            return  # another of the user's devices, which lost the race for this call
+        member = f"{event.sender}|{event.party_id}"
+        if event.type == CALL_ANSWER and side.their_answer is None:
+            side.their_party = event.party_id
+            side.their_answer = event.sdp
+            runner.feed(MemberJoined(member))
+        elif event.type == CALL_CANDIDATES:
+            candidates = [
+                IceCandidate(
+                    candidate=c.candidate, sdp_mid=c.sdp_mid, sdp_mline_index=c.sdp_mline_index
+                )
+                for c in event.candidates
+            ]
+            ctx.send_to_worker(RemoteCandidates(call_ref=ctx.call_ref, candidates=candidates))
+        elif event.type == CALL_SELECT_ANSWER and event.selected_party_id != side.party_id:
+            side.matrix_hung_up()
+            ctx.hangup_reason = "answered elsewhere"
+            runner.feed(HangUp("answered on another device"))
+        elif event.type == CALL_REJECT:
+            side.matrix_hung_up()
+            runner.feed(Declined(event.sender))
+        elif event.type == CALL_HANGUP:
+            side.matrix_hung_up()
+            if side.their_answer is None and ctx.direction is Direction.INBOUND:
+                runner.feed(Declined(event.sender, busy=event.reason == "user_busy"))
+            else:
+                runner.feed(MemberLeft(member))
+        elif event.type == CALL_NEGOTIATE and event.sdp_type == "offer" and event.sdp:
+            self._spawn(side.answer_renegotiation(event.sdp), f"negotiate {ctx.record_id}")
+
+    async def _ring_from_matrix(
+        self, room_id: str, sender: str, event_id: str, legacy: LegacyEvent | None = None
+    ) -> None:
         portal = await self.portals.by_room(room_id)
         if portal is None or self._in_room(room_id):
             return
@@ -347,13 +495,18 @@ class CallManager:
                 room_id, portal.number, "You are not permitted to call out through this bridge."
             )
             return
-        member = self.sessions.member_of(room_id, sender)
+        if legacy is not None:
+            caller_member: str | None = f"{sender}|{legacy.party_id}"
+        else:
+            member = self.sessions.member_of(room_id, sender)
+            caller_member = member.key if member else None
         reply = await self.dial(
             sender,
             portal.number,
             room_id=room_id,
-            caller_member=member.key if member else None,
+            caller_member=caller_member,
             caller_ring_event_id=event_id,
+            legacy=legacy,
         )
         if reply is not None:
             await self._portal_notice(room_id, portal.number, reply)
@@ -389,6 +542,7 @@ class CallManager:
         room_id: str | None = None,
         caller_member: str | None = None,
         caller_ring_event_id: str | None = None,
+        legacy: LegacyEvent | None = None,
     ) -> str | None:
         """Place a call for a permitted user. Returns a message for the user if it failed."""
         choice = self.choose_trunk(dialled, user_id)
@@ -418,6 +572,7 @@ class CallManager:
             return f"The bridge cannot keep call records right now ({e}); not calling."
         caller_id = trunk.caller_id_by_user.get(user_id, trunk.caller_id)
         ctx = CallContext(
+            self.s,
             record.id,
             Direction.OUTBOUND,
             worker.id,
@@ -429,6 +584,12 @@ class CallManager:
             matrix_user=user_id,
             caller_id=caller_id,
         )
+        if legacy is not None:
+            ctx.side = LegacySide(
+                ctx, self.config, self.s.rooms, legacy.call_id, user_id, legacy.party_id
+            )
+        else:
+            ctx.side = RtcSide(ctx, self.config, self.s.rooms, inbound=False)
         flow, actions = CallFlow.outbound(
             number,
             room_id,
@@ -446,6 +607,9 @@ class CallManager:
             worker.id,
         )
         self._new_runner(ctx, flow).start(actions)
+        if legacy is not None:
+            # Answering the offer now has the SDP ready by the time the phone answers.
+            ctx.send_to_worker(StartWebRtc(call_ref=ctx.call_ref, offer=legacy.sdp))
         return None
 
     async def portal_for(self, user_id: str, number: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from mautrix.errors import MatrixError
 
@@ -31,15 +32,20 @@ def register_telephony(
         return plan.normalise("".join(ctx.args))
 
     async def link(ctx: CommandContext) -> str:
+        mode = "rtc"
+        if ctx.args and ctx.args[-1].lower() in ("legacy", "rtc"):
+            mode = ctx.args[-1].lower()
+            ctx = replace(ctx, args=ctx.args[:-1])
         try:
-            number = number_arg(ctx, "link +4930123456")
+            number = number_arg(ctx, "link +4930123456 [legacy]")
         except NumberError as e:
             return str(e)
         current = await numbers.room_for(number)
-        await numbers.link(number, ctx.room_id, ctx.sender)
+        await numbers.link(number, ctx.room_id, ctx.sender, mode)
         log.info("%s linked %s to %s", ctx.sender, number, ctx.room_id)
         moved = f" (it was linked to {current})" if current and current != ctx.room_id else ""
-        lines = [f"Calls to {number} now ring this room{moved}."]
+        how = " as 1:1 calls (legacy VoIP)" if mode == "legacy" else ""
+        lines = [f"Calls to {number} now ring this room{how}{moved}."]
         try:
             problems = await rooms.allow_calls(ctx.room_id, await rooms.state(ctx.room_id))
         except MatrixError as e:
@@ -84,11 +90,28 @@ def register_telephony(
             "your client will ring when they answer."
         )
 
+    async def dtmf(ctx: CommandContext) -> str:
+        digits = "".join(ctx.args)
+        if not digits or any(d not in "0123456789*#ABCDabcd" for d in digits):
+            return f"Usage: `{ctx.prefix} dtmf 123#` (digits, *, #, A-D)"
+        if calls.send_dtmf(ctx.room_id, digits):
+            return f"Sent {digits} to the phone."
+        return "There is no call in this room."
+
+    registry.add(
+        Command(
+            "dtmf",
+            "send touch tones to the phone in this room's call",
+            "dtmf 123#",
+            PermissionLevel.USER,
+            dtmf,
+        )
+    )
     registry.add(
         Command(
             "link",
             "ring this room for calls to a number",
-            "link +4930123456",
+            "link +4930123456 [legacy]",
             PermissionLevel.ADMIN,
             link,
         )

@@ -83,6 +83,7 @@ class MemberLeft:
 @dataclass(frozen=True)
 class Declined:
     user_id: str
+    busy: bool = False  # "busy" rather than "no" (legacy calls' user_busy)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class LeaveSession:
 @dataclass(frozen=True)
 class SendDecline:
     notification_event_id: str
+    busy: bool  # the far end was busy, rather than refusing
 
 
 @dataclass(frozen=True)
@@ -375,7 +377,7 @@ class CallFlow:
         return [CancelTimer(RING_TIMER), RespondSip(200, "OK")]
 
     def _ringing_declined(self, e: Declined, now: float) -> list[Action]:
-        code = self.decline_code
+        code = 486 if e.busy else self.decline_code
         reason = "Decline" if code == 603 else "Busy Here"
         return self._end(
             Outcome.DECLINED,
@@ -494,7 +496,8 @@ class CallFlow:
             )
             actions = self._end(outcome, e.code, said, notice, e.q850_cause)
             if self.caller_ring_event_id:
-                actions.insert(-1, SendDecline(self.caller_ring_event_id))
+                busy = e.code != 603
+                actions.insert(-1, SendDecline(self.caller_ring_event_id, busy))
             return actions
         return self._end(
             outcome, e.code, said, f"Call to {self.remote} failed: {said}", e.q850_cause

@@ -146,6 +146,12 @@ def test_decline(decline_code: int, reason: str) -> None:
     assert finish(actions).outcome is Outcome.DECLINED
 
 
+def test_a_busy_decline_is_486_whatever_the_configured_code() -> None:
+    flow = ringing()
+    actions = step(flow, Declined("@alice:hs", busy=True), 3)
+    assert RespondSip(486, "Busy Here") in actions
+
+
 def test_ring_lifetime_passing_gives_480_and_a_missed_call() -> None:
     flow = ringing()
     assert step(flow, TimerFired("other"), 30) == []
@@ -354,7 +360,7 @@ def test_outbound_busy_declines_the_callers_ring(
 ) -> None:
     flow = dialing()
     actions = step(flow, SipEnded(code, reason, by_remote=True), 3)
-    assert SendDecline("$alice-ring") in actions
+    assert SendDecline("$alice-ring", busy=code != 603) in actions
     assert notices(actions) == [notice]
     assert finish(actions).outcome is outcome
     assert LeaveSession() not in actions  # the ghost never joined

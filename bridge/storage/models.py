@@ -44,6 +44,7 @@ class NumberLink(Base):
     number: Mapped[str] = mapped_column(String(32), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(255), index=True)
     linked_by: Mapped[str] = mapped_column(String(255))
+    call_mode: Mapped[str] = mapped_column(String(8), default="rtc")  # "rtc" or "legacy"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
