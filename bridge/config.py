@@ -238,10 +238,47 @@ class WorkersConfig(Section):
     restart_delay_max: Annotated[float, Field(gt=0, le=600)] = 30.0
 
 
+class IceServerConfig(Section):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^(stun|stuns|turn|turns):", url):
+                raise ValueError(f"'{url}' is not a stun: or turn: URL")
+        return value
+
+
+WebRtcCodec = Literal["opus", "G722", "PCMU", "PCMA"]
+
+
+def _webrtc_codecs() -> list[WebRtcCodec]:
+    return ["G722", "opus", "PCMU", "PCMA"]
+
+
 class MediaConfig(Section):
     rtp_port: Port = 20000
     rtp_ports_per_worker: Annotated[int, Field(ge=8, le=10000)] = 200
     codecs: list[Codec] = Field(default_factory=_all_codecs)
+    # WebRTC (legacy 1:1 calls): STUN/TURN servers (none by default: no public server is
+    # contacted), the local addresses offered as ICE host candidates (empty: all), and the
+    # codecs in order of preference (G.722 first: wideband like the phone leg, and cheap).
+    ice_servers: list[IceServerConfig] = Field(default_factory=list)
+    webrtc_host_addresses: list[str] = Field(default_factory=list)
+    webrtc_codecs: list[WebRtcCodec] = Field(default_factory=_webrtc_codecs)
+
+    @field_validator("webrtc_host_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"'{address}' is not an IP address") from None
+        return value
 
 
 class MatrixRtcConfig(Section):

@@ -1,4 +1,7 @@
-"""baresip, a real softphone, headless: plays a WAV as its microphone, records what it hears."""
+"""baresip, a real softphone, headless: plays a WAV as its microphone, records what it hears.
+
+Its aufile source does not resample: the WAV must be at the codec rate (8 kHz for G.711).
+"""
 
 from __future__ import annotations
 

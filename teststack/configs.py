@@ -60,7 +60,11 @@ def bridge_config(
             ],
         },
         "workers": {"count": 1, "drain_timeout": 20, "restart_delay_max": 2},
-        "media": {"rtp_port": ports.sip + 1000, "rtp_ports_per_worker": 40},
+        "media": {
+            "rtp_port": ports.sip + 1000,
+            "rtp_ports_per_worker": 40,
+            "webrtc_host_addresses": ["127.0.0.1"],  # tests stay on loopback
+        },
         "matrixrtc": {
             "livekit_service_url": "http://127.0.0.1:1/livekit",
             "ring_lifetime": 20,

@@ -1,0 +1,111 @@
+"""Audio both ways between a real softphone (baresip) and a Matrix WebRTC peer (MSC2746)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bridge.matrix.legacy import CALL_HANGUP, CALL_SELECT_ANSWER
+from teststack.audio import analyse, loudest_stretch, read_wav, tone, write_wav
+from teststack.baresip import Baresip
+from teststack.bridge_process import BridgeProcess
+from teststack.legacy_client import LegacyCaller
+from teststack.matrix_client import MatrixUser
+from tests.conftest import BridgeStack
+from tests.test_inbound_calls import NUMBER, ended_record, linked_room
+from tests.test_matrix_bot import notice_from
+from tests.test_outbound_calls import portal_by_invite
+
+PHONE_HZ = 440.0
+MATRIX_HZ = 1000.0
+
+
+@pytest.fixture
+async def phone(tmp_path: Path) -> AsyncIterator[Baresip]:
+    wav = write_wav(tmp_path / "phone-440.wav", tone(PHONE_HZ, 30, 8000), 8000)
+    softphone = Baresip(tmp_path / "phone", wav)
+    await softphone.start()
+    yield softphone
+    await softphone.stop()
+
+
+def assert_heard(samples: object, rate: int, frequency: float, seconds: float) -> None:
+    import numpy as np
+
+    assert isinstance(samples, np.ndarray)
+    stretch = loudest_stretch(samples, rate, seconds)
+    report = analyse(stretch, rate)
+    assert report.is_tone(frequency), report
+    assert report.level_dbfs > -30, report
+    assert report.seconds_heard >= seconds * 0.9, report
+
+
+async def test_phone_to_matrix_legacy_call_carries_tones_both_ways(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    phone: Baresip,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    room = await linked_room(stack, alice)
+    await alice.send_text(room, f"!sip link {NUMBER} legacy")
+    await alice.wait_for_event(room, notice_from(stack.bot, "as 1:1 calls (legacy VoIP)"))
+    ghost = "@sip_phone:localhost"
+    matrix = LegacyCaller(alice, room, MATRIX_HZ)
+    try:
+        await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
+        invite = await matrix.answer(ghost)
+        assert invite["content"]["version"] == "1"
+        assert invite["content"]["lifetime"] == 20_000
+        assert invite["content"]["invitee"] == "@alice:localhost"
+        assert invite["content"]["offer"]["type"] == "offer"
+        await phone.wait_event("CALL_ESTABLISHED", 20)
+        await matrix.wait_for(CALL_SELECT_ANSWER, ghost)
+        await matrix.wait_connected()
+        await asyncio.sleep(4)
+        await matrix.hangup()
+        await phone.wait_event("CALL_CLOSED", 15)
+        assert_heard(matrix.recording(), 16000, PHONE_HZ, 2.5)
+        heard, rate = read_wav(phone.received_audio())
+        assert_heard(heard, rate, MATRIX_HZ, 2.5)
+    finally:
+        await matrix.close()
+    record = await ended_record(tmp_path)
+    assert record["outcome"] == "completed"
+
+
+async def test_matrix_to_phone_legacy_call_carries_tones_both_ways(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    bob: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    wav = write_wav(tmp_path / "callee-440.wav", tone(PHONE_HZ, 30, 8000), 8000)
+    callee = Baresip(tmp_path / "callee", wav, user="+4930777888")
+    callee.sip_port = stack.ports.trunk  # the trunk the bridge dials is this softphone
+    await callee.start()
+    start_bridge()
+    portal = await portal_by_invite(bob)
+    ghost = "@sip_+4930777888:localhost"
+    matrix = LegacyCaller(bob, portal, MATRIX_HZ)
+    try:
+        await matrix.call()
+        await matrix.connect_answer(ghost)
+        await matrix.wait_connected()
+        await callee.wait_event("CALL_ESTABLISHED", 10)
+        await asyncio.sleep(4)
+        await callee.hangup()
+        hangup = await matrix.wait_for(CALL_HANGUP, ghost, 15)
+        assert hangup["content"]["reason"] == "user_hangup"
+        assert_heard(matrix.recording(), 16000, PHONE_HZ, 2.5)
+        heard, rate = read_wav(callee.received_audio())
+        assert_heard(heard, rate, MATRIX_HZ, 2.5)
+    finally:
+        await matrix.close()
+        await callee.stop()
+    record = await ended_record(tmp_path)
+    assert record["outcome"] == "completed" and record["direction"] == "outbound"
