@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from bridge.matrix.legacy import CALL_HANGUP, CALL_SELECT_ANSWER
+from tests.conftest import BridgeStack
+from tests.test_inbound_calls import NUMBER, ended_record, linked_room
+from tests.test_matrix_bot import notice_from
+from tests.test_outbound_calls import portal_by_invite
 from teststack.audio import analyse, loudest_stretch, read_wav, tone, write_wav
 from teststack.baresip import Baresip
 from teststack.bridge_process import BridgeProcess
 from teststack.legacy_client import LegacyCaller
 from teststack.matrix_client import MatrixUser
-from tests.conftest import BridgeStack
-from tests.test_inbound_calls import NUMBER, ended_record, linked_room
-from tests.test_matrix_bot import notice_from
-from tests.test_outbound_calls import portal_by_invite
 
 PHONE_HZ = 440.0
 MATRIX_HZ = 1000.0

@@ -102,8 +102,9 @@ class LegacyCaller:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return await self._send(
             CALL_INVITE,
-            invite_content(self.call_id, self.party_id, self.pc.localDescription.sdp,
-                           lifetime_ms, ""),
+            invite_content(
+                self.call_id, self.party_id, self.pc.localDescription.sdp, lifetime_ms, ""
+            ),
         )
 
     async def wait_for(self, kind: str, sender: str, timeout: float = 30.0) -> Event:
@@ -124,8 +125,9 @@ class LegacyCaller:
         await self.pc.setRemoteDescription(
             RTCSessionDescription(answer["content"]["answer"]["sdp"], "answer")
         )
-        await self._send(CALL_SELECT_ANSWER,
-                         select_answer_content(self.call_id, self.party_id, self.their_party))
+        await self._send(
+            CALL_SELECT_ANSWER, select_answer_content(self.call_id, self.party_id, self.their_party)
+        )
         return answer
 
     async def answer(self, ghost: str, timeout: float = 30.0) -> Event:
@@ -148,8 +150,15 @@ class LegacyCaller:
         return invite
 
     async def send_candidates(self, candidates: list[dict[str, Any]]) -> None:
-        await self._send(CALL_CANDIDATES, {"call_id": self.call_id, "party_id": self.party_id,
-                                           "version": "1", "candidates": candidates})
+        await self._send(
+            CALL_CANDIDATES,
+            {
+                "call_id": self.call_id,
+                "party_id": self.party_id,
+                "version": "1",
+                "candidates": candidates,
+            },
+        )
 
     async def hangup(self, reason: str = "user_hangup") -> None:
         await self._send(CALL_HANGUP, hangup_content(self.call_id, self.party_id, reason))
