@@ -109,3 +109,88 @@ async def test_matrix_to_phone_legacy_call_carries_tones_both_ways(
         await callee.stop()
     record = await ended_record(tmp_path)
     assert record["outcome"] == "completed" and record["direction"] == "outbound"
+
+
+async def legacy_call_from(
+    phone: Baresip, stack: BridgeStack, matrix: LegacyCaller, number: str, ghost: str
+) -> None:
+    await phone.dial(f"sip:{number}@127.0.0.1:{stack.ports.sip}")
+    await matrix.answer(ghost)
+    await phone.wait_event("CALL_ESTABLISHED", 20)
+    await matrix.wait_connected()
+
+
+async def test_dtmf_both_ways(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    phone: Baresip,
+) -> None:
+    start_bridge()
+    room = await linked_room(stack, alice)
+    await alice.send_text(room, f"!sip link {NUMBER} legacy")
+    await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+    matrix = LegacyCaller(alice, room, MATRIX_HZ)
+    try:
+        await legacy_call_from(phone, stack, matrix, NUMBER, "@sip_phone:localhost")
+        for digit in "42":
+            await phone.command("sndcode", digit)
+            await asyncio.sleep(0.3)
+        notice = await alice.wait_for_event(
+            room, notice_from("@sip_phone:localhost", "The phone dialled")
+        )
+        assert notice["content"]["body"] == "The phone dialled 42"
+        await alice.send_text(room, "!sip dtmf 1#")
+        await alice.wait_for_event(room, notice_from(stack.bot, "Sent 1# to the phone"))
+        keys = []
+        for _ in range(2):
+            event = await phone.wait_event("CALL_DTMF_START", 10)
+            keys.append(str(event.get("param")))
+        assert keys == ["1", "#"]
+    finally:
+        await matrix.hangup()
+        await matrix.close()
+
+
+async def test_two_concurrent_calls_do_not_cross(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    bob: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge({"SIPBRIDGE_BRIDGE__PERMISSIONS": '{"localhost": admin}'})
+    plan = [
+        (alice, "+4930111000", 440.0, 1000.0, "one"),
+        (bob, "+4930222000", 660.0, 1500.0, "two"),
+    ]
+    phones: list[Baresip] = []
+    clients: list[LegacyCaller] = []
+    try:
+        for user, number, phone_hz, matrix_hz, name in plan:
+            room = await linked_room(stack, user, number)
+            await user.send_text(room, f"!sip link {number} legacy")
+            await user.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+            wav = write_wav(tmp_path / f"{name}.wav", tone(phone_hz, 30, 8000), 8000)
+            phone = Baresip(tmp_path / name, wav, user=name)
+            await phone.start()
+            phones.append(phone)
+            client = LegacyCaller(user, room, matrix_hz)
+            clients.append(client)
+            await legacy_call_from(phone, stack, client, number, f"@sip_{name}:localhost")
+        await asyncio.sleep(4)
+        for client in clients:
+            await client.hangup()
+        for phone in phones:
+            await phone.wait_event("CALL_CLOSED", 15)
+        for client, phone, (_u, _n, phone_hz, matrix_hz, _name) in zip(
+            clients, phones, plan, strict=True
+        ):
+            assert_heard(client.recording(), 16000, phone_hz, 2.5)
+            heard, rate = read_wav(phone.received_audio())
+            assert_heard(heard, rate, matrix_hz, 2.5)
+    finally:
+        for client in clients:
+            await client.close()
+        for phone in phones:
+            await phone.stop()
