@@ -266,6 +266,8 @@ class MediaConfig(Section):
     # WebRTC (legacy 1:1 calls): STUN/TURN servers (none by default: no public server is
     # contacted), the local addresses offered as ICE host candidates (empty: all), and the
     # codecs in order of preference (G.722 first: wideband like the phone leg, and cheap).
+    # A call whose phone sends no RTP for this long is ended (0: never).
+    rtp_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
     ice_servers: list[IceServerConfig] = Field(default_factory=list)
     webrtc_host_addresses: list[str] = Field(default_factory=list)
     webrtc_codecs: list[WebRtcCodec] = Field(default_factory=_webrtc_codecs)

@@ -18,6 +18,14 @@ from teststack.baresip import Baresip
 from teststack.bridge_process import BridgeProcess
 from teststack.legacy_client import LegacyCaller
 from teststack.matrix_client import MatrixUser
+from teststack.rtc_user import is_ring_from, join_call
+from teststack.sipp import (
+    headers_of,
+    phone_call_answered,
+    received,
+    start_sipp,
+    trunk_rings_until_cancelled,
+)
 
 PHONE_HZ = 440.0
 MATRIX_HZ = 1000.0
@@ -194,3 +202,102 @@ async def test_two_concurrent_calls_do_not_cross(
             await client.close()
         for phone in phones:
             await phone.stop()
+
+
+async def test_ice_failure_ends_both_sides_with_a_reason(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    phone: Baresip,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    room = await linked_room(stack, alice)
+    await alice.send_text(room, f"!sip link {NUMBER} legacy")
+    await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+    matrix = LegacyCaller(alice, room, MATRIX_HZ)
+    try:
+        await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
+        await matrix.answer("@sip_phone:localhost", unreachable=True)
+        hangup = await matrix.wait_for(CALL_HANGUP, "@sip_phone:localhost", 20)
+        assert hangup["content"]["reason"] == "ice_failed"
+        await phone.wait_event("CALL_CLOSED", 15)
+    finally:
+        await matrix.close()
+    record = await ended_record(tmp_path)
+    assert record["outcome"] == "failed"
+    assert "WebRTC" in record["reason"]
+
+
+async def test_a_matrix_user_who_never_answers_gives_480_and_invite_timeout(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    phone: Baresip,
+    tmp_path: Path,
+) -> None:
+    start_bridge({"SIPBRIDGE_MATRIXRTC__RING_LIFETIME": "5"})
+    room = await linked_room(stack, alice)
+    await alice.send_text(room, f"!sip link {NUMBER} legacy")
+    await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+    matrix = LegacyCaller(alice, room, MATRIX_HZ)
+    try:
+        await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
+        hangup = await matrix.user.wait_for_event(room, lambda e: e.get("type") == CALL_HANGUP, 20)
+        assert hangup["content"]["reason"] == "invite_timeout"
+        closed = await phone.wait_event("CALL_CLOSED", 15)
+        assert "480" in str(closed.get("param"))
+    finally:
+        await matrix.close()
+    record = await ended_record(tmp_path)
+    assert (record["outcome"], record["sip_code"]) == ("no_answer", 480)
+
+
+async def test_an_offer_without_a_common_codec_is_refused_on_both_sides(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    bob: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    portal = await portal_by_invite(bob)
+    ghost = "@sip_+4930777888:localhost"
+    trunk = start_sipp(
+        tmp_path / "trunk", trunk_rings_until_cancelled(), local_port=stack.ports.trunk
+    )
+    matrix = LegacyCaller(bob, portal, MATRIX_HZ)
+    try:
+        await matrix.call(only_codec="ISAC/16000")
+        hangup = await matrix.wait_for(CALL_HANGUP, ghost, 20)
+        assert hangup["content"]["reason"] == "user_media_failed"
+        result = await asyncio.to_thread(trunk.wait)
+        assert result.ok, result.output  # the INVITE was cancelled
+    finally:
+        await matrix.close()
+    record = await ended_record(tmp_path)
+    assert record["outcome"] == "failed"
+
+
+async def test_a_phone_that_stops_sending_rtp_is_hung_up(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge({"SIPBRIDGE_MEDIA__RTP_TIMEOUT": "3"})
+    room = await linked_room(stack, alice)
+    # SIPp's phone answers the signalling but never sends a single RTP packet.
+    sipp = start_sipp(
+        tmp_path / "quiet",
+        phone_call_answered(None, caller="+4940111222"),
+        f"127.0.0.1:{stack.ports.sip}",
+        service=NUMBER,
+    )
+    await alice.wait_for_event(room, is_ring_from("@sip_+4940111222:localhost"))
+    await join_call(alice, room)
+    result = await asyncio.to_thread(sipp.wait)
+    assert result.ok, result.output
+    bye = next(m for m in received(result.messages) if m.startswith("BYE "))
+    assert 'text="RTP timeout"' in headers_of(bye)["reason"]
+    record = await ended_record(tmp_path)
+    assert "no RTP from the phone for 3 s" in record["reason"]

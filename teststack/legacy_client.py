@@ -64,6 +64,20 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+def offer_only(sdp: str, codec: str, payload_type: int = 103) -> str:
+    """The same offer with one codec in its audio section."""
+    lines = []
+    for line in sdp.split("\r\n"):
+        if line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
+            continue
+        if line.startswith("m=audio "):
+            line = " ".join([*line.split(" ")[:3], str(payload_type)])
+            lines += [line, f"a=rtpmap:{payload_type} {codec}"]
+            continue
+        lines.append(line)
+    return "\r\n".join(lines)
+
+
 class LegacyCaller:
     def __init__(self, user: MatrixUser, room_id: str, tone_hz: float) -> None:
         self.user = user
@@ -96,15 +110,16 @@ class LegacyCaller:
     async def _send(self, kind: str, content: dict[str, Any]) -> str:
         return await self.user.send(self.room_id, kind, content)
 
-    async def call(self, lifetime_ms: int = 60_000) -> str:
-        """Place the call (m.call.invite); returns the invite's event id."""
+    async def call(self, lifetime_ms: int = 60_000, only_codec: str | None = None) -> str:
+        """Place the call (m.call.invite); returns the invite's event id. `only_codec`
+        offers that codec alone (named as in SDP, e.g. "ISAC/16000")."""
         self.pc.addTrack(ToneTrack(self.tone_hz))
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        if only_codec is not None:
+            sdp = offer_only(sdp, only_codec)
         return await self._send(
-            CALL_INVITE,
-            invite_content(
-                self.call_id, self.party_id, self.pc.localDescription.sdp, lifetime_ms, ""
-            ),
+            CALL_INVITE, invite_content(self.call_id, self.party_id, sdp, lifetime_ms, "")
         )
 
     async def wait_for(self, kind: str, sender: str, timeout: float = 30.0) -> Event:
@@ -130,8 +145,9 @@ class LegacyCaller:
         )
         return answer
 
-    async def answer(self, ghost: str, timeout: float = 30.0) -> Event:
-        """Wait for the ghost's m.call.invite and answer it."""
+    async def answer(self, ghost: str, timeout: float = 30.0, unreachable: bool = False) -> Event:
+        """Wait for the ghost's m.call.invite and answer it (with no way to reach us, if
+        `unreachable`: ICE must then fail)."""
 
         def match(event: Event) -> bool:
             return event.get("type") == CALL_INVITE and event.get("sender") == ghost
@@ -144,9 +160,11 @@ class LegacyCaller:
         )
         self.pc.addTrack(ToneTrack(self.tone_hz))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        await self._send(
-            CALL_ANSWER, answer_content(self.call_id, self.party_id, self.pc.localDescription.sdp)
-        )
+        sdp = self.pc.localDescription.sdp
+        if unreachable:
+            lines = [line for line in sdp.split("\r\n") if not line.startswith("a=candidate")]
+            sdp = "\r\n".join(lines)
+        await self._send(CALL_ANSWER, answer_content(self.call_id, self.party_id, sdp))
         return invite
 
     async def send_candidates(self, candidates: list[dict[str, Any]]) -> None:

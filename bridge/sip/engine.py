@@ -130,6 +130,9 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.ended_locally = False
         self.peer_reason: str | None = None
         self.last_progress = 0
+        self.end_detail: str | None = None  # why the bridge ended it, for the record
+        self.rx_packets = 0
+        self.rx_changed = time.monotonic()
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.engine.on_call_state(self, prm)
@@ -197,6 +200,7 @@ class SipEngine:
         self.pumps = pumps
         self._ports: dict[str, PumpPort] = {}
         self._stats_at = 0.0
+        self._rtp_checked_at = 0.0
         self.capacity = 0
         self._commands: queue.SimpleQueue[EngineCommand] = queue.SimpleQueue()
         self._ready = threading.Event()
@@ -249,6 +253,7 @@ class SipEngine:
             while not self._stop.is_set():
                 self._run_commands()
                 self._expire_undecided()
+                self._check_rtp()
                 self._reap_ended()
                 self._report_stats()
                 assert self._endpoint is not None
@@ -437,6 +442,12 @@ class SipEngine:
         prm.statusCode = code
         if reason:
             prm.reason = reason
+        if reason and code == 0:
+            # A BYE or CANCEL the bridge sends says why (RFC 3326).
+            header = pj.SipHeader()
+            header.hName = "Reason"
+            header.hValue = f'Q.850;cause=16;text="{reason}"'
+            prm.txOption.headers.append(header)
         if retry_after is not None:
             header = pj.SipHeader()
             header.hName = "Retry-After"
@@ -450,6 +461,28 @@ class SipEngine:
             if undecided.deadline <= now:
                 log.warning("no decision on call %s in time; answering 503", ref)
                 self._execute(RejectCall(call_ref=ref, code=503, reason="Service Unavailable"))
+
+    def _check_rtp(self) -> None:
+        """End calls whose phone went quiet on the wire (no RTP at all, not just silence)."""
+        timeout = self.settings.rtp_timeout
+        now = time.monotonic()
+        if not timeout or now - self._rtp_checked_at < 1.0:
+            return
+        self._rtp_checked_at = now
+        for ref in list(self._ports):
+            call = self._state.calls.get(ref)
+            if call is None or call.ended_locally:
+                continue
+            try:
+                packets = call.getStreamStat(0).rtcp.rxStat.pkt
+            except pj.Error:
+                continue
+            if packets != call.rx_packets:
+                call.rx_packets, call.rx_changed = packets, now
+            elif now - call.rx_changed >= timeout:
+                log.warning("call %s: no RTP from the phone for %.0f s; hanging up", ref, timeout)
+                call.end_detail = f"no RTP from the phone for {timeout:.0f} s"
+                self._execute(HangupCall(call_ref=ref, reason="RTP timeout"))
 
     def _reap_ended(self) -> None:
         # Call objects (and their audio ports) are deleted here, never inside a callback.
@@ -609,7 +642,7 @@ class SipEngine:
                 CallEnded(
                     call_ref=call.ref,
                     sip_code=info.lastStatusCode,
-                    reason=info.lastReason,
+                    reason=call.end_detail or info.lastReason,
                     q850_cause=q850_cause(call.peer_reason),
                     by_remote=not call.ended_locally,
                 )

@@ -95,6 +95,7 @@ def worker_settings(config: Config, worker: Worker) -> WorkerSettings:
             for t in config.sip.trunks
         ],
         register_trunks=worker.id == 1,
+        rtp_timeout=config.media.rtp_timeout,
         ice_servers=[s.model_dump(exclude_none=True) for s in config.media.ice_servers],
         webrtc_host_addresses=list(config.media.webrtc_host_addresses),
         webrtc_codecs=list(config.media.webrtc_codecs),

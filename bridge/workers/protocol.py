@@ -52,6 +52,7 @@ class WorkerSettings(Message):
     trunks: list[TrunkSettings] = Field(default_factory=list)
     # Only one worker registers the trunks, so registrations do not replace each other.
     register_trunks: bool = False
+    rtp_timeout: float = 30.0
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_host_addresses: list[str] = Field(default_factory=list)
     webrtc_codecs: list[str] = Field(default_factory=lambda: ["G722", "opus", "PCMU", "PCMA"])
