@@ -1,8 +1,9 @@
 """The bridge's main job, end to end on this machine, with embedded defaults.
 
-A local Synapse; the bridge on SQLite with one call worker; a Matrix user who links a number
-to a room; a scripted phone (SIPp) that calls it, rings the room and is answered; and a call
-out to a phone with `!sip call`. Prints what happens, then stops everything.
+A local Synapse; the bridge on SQLite with one call worker; a Matrix user who links numbers
+to a room. A real softphone (baresip) calls in and the Matrix user answers over WebRTC:
+tones cross both ways and are measured. Then a phone rings the room's MatrixRTC call, and
+the user calls a phone with `!sip call`. Prints what happens, then stops everything.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from typing import Any
 from bridge.matrix.rtc import CALL_MEMBER, RTC_NOTIFICATION
 
 from . import ROOT
+from .audio import analyse, loudest_stretch, read_wav, tone, write_wav
+from .baresip import Baresip
 from .configs import LocalStack
+from .legacy_client import LegacyCaller
 from .matrix_client import Event, MatrixUser
 from .rtc_user import join_call
 from .sipp import phone_call_answered, responses, start_sipp, trunk_answers
 
 DEMO_DIR = ROOT / ".demo"
 NUMBER = "+4930123456"
+AUDIO_NUMBER = "+4930123400"
 CALLER = "+4940555666"
 CALLEE = "+4930777888"
+PHONE_HZ, MATRIX_HZ = 440.0, 1000.0
 
 
 def say(text: str) -> None:
@@ -97,7 +103,12 @@ async def run(stack: LocalStack) -> bool:
         for line in reply["content"]["body"].splitlines():
             say(f"   bot: {line}")
 
-        say(f"4. A phone ({CALLER}, 'Demo Phone') calls {NUMBER}")
+        audio_ok = await audio_call(stack, demo, room, db)
+
+        say(
+            f"5. A phone ({CALLER}, 'Demo Phone') calls {NUMBER}, which rings the room's "
+            "MatrixRTC call"
+        )
         phone = start_sipp(
             stack.workdir / "phone",
             phone_call_answered(2000, caller=CALLER, caller_name="Demo Phone"),
@@ -124,7 +135,7 @@ async def run(stack: LocalStack) -> bool:
         show_record(record)
         inbound_ok = result.ok and record["outcome"] == "completed"
 
-        say(f"5. @demo:localhost types `!sip call {CALLEE}`; the far end answers, talks 2 s")
+        say(f"6. @demo:localhost types `!sip call {CALLEE}`; the far end answers, talks 2 s")
         trunk = start_sipp(
             stack.workdir / "trunk",
             trunk_answers(300, hang_up_after_ms=2000),
@@ -142,7 +153,44 @@ async def run(stack: LocalStack) -> bool:
         )
         show_record(record)
         outbound_ok = result.ok and record["direction"] == "outbound"
-    return inbound_ok and outbound_ok
+    return audio_ok and inbound_ok and outbound_ok
+
+
+async def audio_call(stack: LocalStack, demo: MatrixUser, room: str, db: Path) -> bool:
+    say(
+        f"4. `!sip link {AUDIO_NUMBER} legacy`; a softphone (baresip) calls it, playing "
+        f"{PHONE_HZ:.0f} Hz"
+    )
+    await demo.send_text(room, f"!sip link {AUDIO_NUMBER} legacy")
+    await demo.wait_for_event(room, from_sender(stack.bot, "m.room.message", "legacy"))
+    wav = write_wav(stack.workdir / "phone.wav", tone(PHONE_HZ, 30, 8000), 8000)
+    phone = Baresip(stack.workdir / "softphone", wav, user="softphone")
+    await phone.start()
+    matrix = LegacyCaller(demo, room, MATRIX_HZ)
+    try:
+        await phone.dial(f"sip:{AUDIO_NUMBER}@127.0.0.1:{stack.ports.sip}")
+        await matrix.answer("@sip_softphone:localhost")
+        await phone.wait_event("CALL_ESTABLISHED", 20)
+        await matrix.wait_connected()
+        say(f"   @demo:localhost answered over WebRTC, sending {MATRIX_HZ:.0f} Hz; talking 4 s")
+        await asyncio.sleep(4)
+        await matrix.hangup()
+        await phone.wait_event("CALL_CLOSED", 15)
+        matrix_heard = analyse(loudest_stretch(matrix.recording(), 16000, 2.5), 16000)
+        samples, rate = read_wav(phone.received_audio())
+        phone_heard = analyse(loudest_stretch(samples, rate, 2.5), rate)
+    finally:
+        await matrix.close()
+        await phone.stop()
+    for who, report in (("Matrix user", matrix_heard), ("phone", phone_heard)):
+        say(
+            f"   the {who} heard {report.frequency:.0f} Hz at {report.level_dbfs:.1f} dBFS "
+            f"({report.purity:.0%} of the energy in the tone)"
+        )
+    record = await wait_ended(db)
+    say("   call record:")
+    show_record(record)
+    return matrix_heard.is_tone(PHONE_HZ) and phone_heard.is_tone(MATRIX_HZ)
 
 
 def main() -> int:
@@ -156,7 +204,7 @@ def main() -> int:
         ok = asyncio.run(run(stack))
     finally:
         code = stack.stop()
-    say(f"6. Bridge stopped (exit code {code}); Synapse stopped.")
+    say(f"7. Bridge stopped (exit code {code}); Synapse stopped.")
     say("Demo " + ("succeeded." if ok and code == 0 else f"FAILED; logs are in {DEMO_DIR}"))
     return 0 if ok and code == 0 else 1
 

@@ -164,6 +164,7 @@ class LegacySide:
     def media_failed(self, detail: str) -> None:
         if not self._description.done():
             self._description.set_exception(RuntimeError(detail))
+            self._description.exception()  # nobody may be waiting: do not log it as lost
 
     def matrix_hung_up(self) -> None:
         self.finished = True
