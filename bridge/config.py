@@ -266,11 +266,15 @@ class MediaConfig(Section):
     # WebRTC (legacy 1:1 calls): STUN/TURN servers (none by default: no public server is
     # contacted), the local addresses offered as ICE host candidates (empty: all), and the
     # codecs in order of preference (G.722 first: wideband like the phone leg, and cheap).
+    # The SIP side's adaptive jitter buffer starts at, and never goes below, this many ms.
+    sip_jitter_ms: Annotated[int, Field(ge=20, le=500)] = 40
     # A call whose phone sends no RTP for this long is ended (0: never).
     rtp_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
     ice_servers: list[IceServerConfig] = Field(default_factory=list)
     webrtc_host_addresses: list[str] = Field(default_factory=list)
     webrtc_codecs: list[WebRtcCodec] = Field(default_factory=_webrtc_codecs)
+    # Packets the WebRTC receiver holds before playing (20 ms each): latency against jitter.
+    webrtc_jitter_frames: Annotated[int, Field(ge=1, le=15)] = 2
 
     @field_validator("webrtc_host_addresses")
     @classmethod

@@ -42,6 +42,18 @@ class Metrics:
         self.active_calls = Gauge(
             "bridge_active_calls", "Calls the workers hold now", registry=self.registry
         )
+        self.frames_underrun = Gauge(
+            "bridge_media_frames_underrun",
+            "Frames the phone needed while Matrix had none (since each worker started)",
+            ["worker"],
+            registry=self.registry,
+        )
+        self.frames_overrun = Gauge(
+            "bridge_media_frames_overrun",
+            "Frames dropped because one side fell behind (since each worker started)",
+            ["worker"],
+            registry=self.registry,
+        )
         self.inbox_events = Gauge(
             "bridge_inbox_events",
             "Stored Matrix events by status",
@@ -92,6 +104,9 @@ class MetricsServer:
         self.metrics.workers_ready.set(len(ready))
         self.metrics.call_capacity.set(sum(w.capacity for w in ready))
         self.metrics.active_calls.set(sum(w.active_calls for w in status.workers))
+        for w in status.workers:
+            self.metrics.frames_underrun.labels(str(w.id)).set(w.frames_underrun)
+            self.metrics.frames_overrun.labels(str(w.id)).set(w.frames_overrun)
         for state, count in status.inbox.items():
             self.metrics.inbox_events.labels(state).set(count)
 

@@ -26,6 +26,8 @@ class WorkerLine:
     capacity: int
     active_calls: int
     restarts: int
+    frames_underrun: int = 0
+    frames_overrun: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,17 @@ class StatusCollector:
                 detail = f"{row.status_code or ''} {row.reason or ''}".strip()
                 trunks.append(TrunkLine(trunk.name, row.registration, detail))
         workers = [
-            WorkerLine(w.id, w.state, w.pid, w.sip_port, w.capacity, w.active_calls, w.restarts)
+            WorkerLine(
+                w.id,
+                w.state,
+                w.pid,
+                w.sip_port,
+                w.capacity,
+                w.active_calls,
+                w.restarts,
+                w.frames_underrun,
+                w.frames_overrun,
+            )
             for w in self.pool.workers.values()
         ]
         return BridgeStatus(

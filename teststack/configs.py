@@ -79,9 +79,15 @@ def bridge_config(
 class LocalStack:
     """Synapse with the bridge's registration, and the bridge: start, use, stop."""
 
-    def __init__(self, workdir: Path, permissions: dict[str, str], log_level: str = "INFO"):
+    def __init__(
+        self,
+        workdir: Path,
+        permissions: dict[str, str],
+        log_level: str = "INFO",
+        workers: int = 3,
+    ):
         self.workdir = workdir
-        self.ports = Ports.free()
+        self.ports = Ports.free(workers)
         self.registration = workdir / "registration.yaml"
         self.synapse = Synapse(workdir / "synapse", [self.registration])
         self.config_path = workdir / "config.yaml"

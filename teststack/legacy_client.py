@@ -15,6 +15,7 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from bridge.matrix.legacy import (
@@ -79,8 +80,17 @@ def offer_only(sdp: str, codec: str, payload_type: int = 103) -> str:
 
 
 class LegacyCaller:
-    def __init__(self, user: MatrixUser, room_id: str, tone_hz: float) -> None:
+    def __init__(
+        self,
+        user: MatrixUser,
+        room_id: str,
+        tone_hz: float,
+        track: MediaStreamTrack | None = None,
+        jitter_frames: int | None = None,
+    ) -> None:
+        self.jitter_frames = jitter_frames
         self.user = user
+        self.track = track or ToneTrack(tone_hz)
         self.room_id = room_id
         self.tone_hz = tone_hz
         self.call_id = uuid.uuid4().hex
@@ -88,11 +98,17 @@ class LegacyCaller:
         restrict_host_addresses(["127.0.0.1"])
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.heard: list[bytes] = []
+        self.arrivals: list[float] = []  # when each heard chunk arrived (monotonic)
         self._recorder: asyncio.Task[None] | None = None
         self.pc.on("track", self._on_track)
         self.their_party: str | None = None
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if self.jitter_frames is not None:  # as the bridge's own legs do (see bridge.media)
+            for receiver in self.pc.getReceivers():
+                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(
+                    capacity=16, prefetch=self.jitter_frames
+                )
         if track.kind == "audio":
             self._recorder = asyncio.create_task(self._record(track))
 
@@ -103,6 +119,7 @@ class LegacyCaller:
                 frame = await track.recv()
                 if isinstance(frame, av.AudioFrame):
                     self.heard.append(resampler.convert(frame))
+                    self.arrivals.append(time.monotonic())
 
     def recording(self) -> np.ndarray[Any, np.dtype[np.int16]]:
         return np.frombuffer(b"".join(self.heard), np.int16)
@@ -113,7 +130,7 @@ class LegacyCaller:
     async def call(self, lifetime_ms: int = 60_000, only_codec: str | None = None) -> str:
         """Place the call (m.call.invite); returns the invite's event id. `only_codec`
         offers that codec alone (named as in SDP, e.g. "ISAC/16000")."""
-        self.pc.addTrack(ToneTrack(self.tone_hz))
+        self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
         if only_codec is not None:
@@ -158,7 +175,7 @@ class LegacyCaller:
         await self.pc.setRemoteDescription(
             RTCSessionDescription(invite["content"]["offer"]["sdp"], "offer")
         )
-        self.pc.addTrack(ToneTrack(self.tone_hz))
+        self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         sdp = self.pc.localDescription.sdp
         if unreachable:

@@ -19,6 +19,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
@@ -76,7 +77,9 @@ class WebRtcLeg:
         ice_servers: list[dict[str, Any]],
         codecs: list[str],
         on_state: Callable[[str], None],
+        jitter_frames: int = 4,
     ) -> None:
+        self.jitter_frames = jitter_frames
         self.name = name
         self.pump = pump
         self.codecs = [c.lower() for c in codecs]
@@ -90,6 +93,17 @@ class WebRtcLeg:
     def _state_changed(self) -> None:
         log.info("WebRTC leg %s: %s", self.name, self.pc.connectionState)
         self._on_state(self.pc.connectionState)
+
+    def _shorten_jitter_buffers(self) -> None:
+        """aiortc holds 4 audio packets (80 ms) before it plays any; take our own setting.
+
+        The buffer is private to RTCRtpReceiver, so it is replaced by its mangled name.
+        """
+        for receiver in self.pc.getReceivers():
+            if receiver.track is not None and receiver.track.kind == "audio":
+                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(
+                    capacity=16, prefetch=self.jitter_frames
+                )
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -130,6 +144,7 @@ class WebRtcLeg:
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        self._shorten_jitter_buffers()
         if not any(t.sender.track for t in self.pc.getTransceivers()):
             self._attach_phone_track()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -142,6 +157,7 @@ class WebRtcLeg:
 
     async def accept_answer(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        self._shorten_jitter_buffers()
 
     async def add_candidate(
         self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None

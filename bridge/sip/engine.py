@@ -282,6 +282,10 @@ class SipEngine:
         cfg.medConfig.sndAutoCloseTime = -1
         cfg.medConfig.ecTailLen = 0
         cfg.medConfig.noVad = True
+        # pjmedia's default jitter buffer starts large; phones on trunks rarely need it.
+        cfg.medConfig.jbInit = s.sip_jitter_ms
+        cfg.medConfig.jbMinPre = max(20, s.sip_jitter_ms // 2)
+        cfg.medConfig.jbMaxPre = s.sip_jitter_ms * 4
         ep.libInit(cfg)
         transports = list(s.transports)
         for name in transports:

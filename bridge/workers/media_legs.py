@@ -76,6 +76,7 @@ class MediaLegs:
             self.settings.ice_servers,
             self.settings.webrtc_codecs,
             lambda state: self.send(WebRtcState(call_ref=ref, state=state)),
+            self.settings.webrtc_jitter_frames,
         )
         self._legs[ref] = leg
         if command.offer is not None:

@@ -51,6 +51,8 @@ class Worker:
     pid: int | None = None
     capacity: int = 0
     active_calls: int = 0
+    frames_underrun: int = 0
+    frames_overrun: int = 0
     restarts: int = 0
     started_at: float = 0.0
     startup_seconds: float | None = None
@@ -96,9 +98,11 @@ def worker_settings(config: Config, worker: Worker) -> WorkerSettings:
         ],
         register_trunks=worker.id == 1,
         rtp_timeout=config.media.rtp_timeout,
+        sip_jitter_ms=config.media.sip_jitter_ms,
         ice_servers=[s.model_dump(exclude_none=True) for s in config.media.ice_servers],
         webrtc_host_addresses=list(config.media.webrtc_host_addresses),
         webrtc_codecs=list(config.media.webrtc_codecs),
+        webrtc_jitter_frames=config.media.webrtc_jitter_frames,
     )
 
 
@@ -267,6 +271,8 @@ class WorkerPool:
             elif isinstance(message, WorkerStats):
                 worker.active_calls = message.active_calls
                 worker.capacity = message.capacity
+                worker.frames_underrun = message.frames_underrun
+                worker.frames_overrun = message.frames_overrun
             try:
                 await self._on_event(worker.id, message)
             except Exception:

@@ -53,9 +53,11 @@ class WorkerSettings(Message):
     # Only one worker registers the trunks, so registrations do not replace each other.
     register_trunks: bool = False
     rtp_timeout: float = 30.0
+    sip_jitter_ms: int = 40
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_host_addresses: list[str] = Field(default_factory=list)
     webrtc_codecs: list[str] = Field(default_factory=lambda: ["G722", "opus", "PCMU", "PCMA"])
+    webrtc_jitter_frames: int = 2
 
 
 class AnswerCall(Message):
