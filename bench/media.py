@@ -182,8 +182,6 @@ async def run(stack: LocalStack, calls: int, seconds: float, workers: int) -> No
                         len(pcm),
                         "max",
                         int(np.abs(pcm).max()) if len(pcm) else 0,
-                        "sent bursts",
-                        len(c.track.sent),
                     )
             heard_own = sum(1 for c in clients if burst_arrivals(c))
             for client in clients:

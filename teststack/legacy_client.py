@@ -106,7 +106,7 @@ class LegacyCaller:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if self.jitter_frames is not None:  # as the bridge's own legs do (see bridge.media)
             for receiver in self.pc.getReceivers():
-                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(
+                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
                     capacity=16, prefetch=self.jitter_frames
                 )
         if track.kind == "audio":

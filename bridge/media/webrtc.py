@@ -101,7 +101,7 @@ class WebRtcLeg:
         """
         for receiver in self.pc.getReceivers():
             if receiver.track is not None and receiver.track.kind == "audio":
-                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(
+                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
                     capacity=16, prefetch=self.jitter_frames
                 )
 
