@@ -47,12 +47,16 @@ async def test_element_web_calls_a_phone_and_both_hear_each_other(
             portal,
             browser_wav(tmp_path),
             talk_ms=4000,
+            dtmf="5#",  # Element's in-call dial pad
         )
         result = await asyncio.to_thread(browser.wait)
         assert result["ok"], result
         assert abs(result["heard"]["peakHz"] - PHONE_HZ) < 15, result
         assert result["heard"]["levelDb"] > -40, result
         assert "connected" in result["status"]["states"], result
+        assert result["status"]["dialPad"] is True, result  # we told Element we take DTMF
+        keys = [str((await callee.wait_event("CALL_DTMF_START", 5)).get("param")) for _ in "5#"]
+        assert keys == ["5", "#"]
         await callee.wait_event("CALL_CLOSED", 15)
         heard, rate = read_wav(callee.received_audio())
         assert_heard(heard, rate, MATRIX_HZ, 2.5)

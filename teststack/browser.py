@@ -87,6 +87,7 @@ def start_browser_call(
     wav: Path,
     talk_ms: int = 4000,
     timeout_ms: int = 30000,
+    dtmf: str = "",
 ) -> BrowserCall:
     build_bundle()
     job = {
@@ -98,6 +99,7 @@ def start_browser_call(
         "wav": str(wav),
         "talkMs": talk_ms,
         "timeoutMs": timeout_ms,
+        "dtmf": dtmf,
     }
     process = subprocess.Popen(
         [str(NODE), str(JS / "browser_run.mjs"), json.dumps(job)],

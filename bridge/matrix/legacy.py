@@ -42,6 +42,10 @@ def new_party_id() -> str:
     return secrets.token_hex(8)
 
 
+# What Element looks at to show its in-call dial pad.
+CAPABILITIES = {"m.call.transferee": False, "m.call.dtmf": True}
+
+
 def _base(call_id: str, party_id: str) -> dict[str, Any]:
     return {"call_id": call_id, "party_id": party_id, "version": VERSION}
 
@@ -54,11 +58,16 @@ def invite_content(
         "lifetime": lifetime_ms,
         "offer": {"type": "offer", "sdp": sdp},
         "invitee": invitee,
+        "capabilities": CAPABILITIES,
     }
 
 
 def answer_content(call_id: str, party_id: str, sdp: str) -> dict[str, Any]:
-    return {**_base(call_id, party_id), "answer": {"type": "answer", "sdp": sdp}}
+    return {
+        **_base(call_id, party_id),
+        "answer": {"type": "answer", "sdp": sdp},
+        "capabilities": CAPABILITIES,
+    }
 
 
 def select_answer_content(call_id: str, party_id: str, selected: str) -> dict[str, Any]:

@@ -21,8 +21,10 @@ from aiortc import (
 )
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.sdp import candidate_from_sdp
 
+from .dtmf_rtp import TelephoneEvents, is_telephone_event
 from .frames import CLOCK_RATE, SAMPLES_PER_FRAME
 from .pump import FramePump
 from .resample import Chunker, Resampler
@@ -78,8 +80,10 @@ class WebRtcLeg:
         codecs: list[str],
         on_state: Callable[[str], None],
         jitter_frames: int = 4,
+        on_dtmf: Callable[[str], None] | None = None,
     ) -> None:
         self.jitter_frames = jitter_frames
+        self.telephone_events = TelephoneEvents(on_dtmf) if on_dtmf is not None else None
         self.name = name
         self.pump = pump
         self.codecs = [c.lower() for c in codecs]
@@ -104,6 +108,8 @@ class WebRtcLeg:
                 receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
                     capacity=16, prefetch=self.jitter_frames
                 )
+                if self.telephone_events is not None:
+                    receiver.dtmf_listener = self.telephone_events.packet  # type: ignore[attr-defined]
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -138,9 +144,13 @@ class WebRtcLeg:
         ordered = sorted(
             (c for c in available if c.name.lower() in self.codecs),
             key=lambda c: self.codecs.index(c.name.lower()),
-        )
+        ) + [c for c in available if is_telephone_event(c)]
         if ordered:
             transceiver.setCodecPreferences(ordered)
+            # Answering, aiortc has already negotiated in the offer's order; the answerer
+            # may state its own (RFC 3264), and the first codec is the one both send.
+            if transceiver._codecs:
+                transceiver._codecs = filter_preferred_codecs(transceiver._codecs, ordered)
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))

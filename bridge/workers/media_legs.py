@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from ..media.dtmf_rtp import enable_telephone_events
 from ..media.webrtc import WebRtcLeg, restrict_host_addresses
 from ..sip.engine import PumpRegistry
 from .protocol import (
@@ -25,8 +26,13 @@ MediaCommand = StartWebRtc | RemoteDescription | RemoteCandidates
 
 class MediaLegs:
     def __init__(
-        self, settings: WorkerSettings, pumps: PumpRegistry, send: Callable[[Message], None]
+        self,
+        settings: WorkerSettings,
+        pumps: PumpRegistry,
+        send: Callable[[Message], None],
+        on_dtmf: Callable[[str, str], None],
     ) -> None:
+        self.on_dtmf = on_dtmf
         self.settings = settings
         self.pumps = pumps
         self.send = send
@@ -36,6 +42,7 @@ class MediaLegs:
         # the description they belong to).
         self._locks: dict[str, asyncio.Lock] = {}
         restrict_host_addresses(settings.webrtc_host_addresses)
+        enable_telephone_events()
 
     async def handle(self, command: MediaCommand) -> None:
         lock = self._locks.setdefault(command.call_ref, asyncio.Lock())
@@ -77,6 +84,7 @@ class MediaLegs:
             self.settings.webrtc_codecs,
             lambda state: self.send(WebRtcState(call_ref=ref, state=state)),
             self.settings.webrtc_jitter_frames,
+            lambda digit: self.on_dtmf(ref, digit),
         )
         self._legs[ref] = leg
         if command.offer is not None:

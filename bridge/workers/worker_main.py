@@ -20,6 +20,7 @@ from .protocol import (
     ProtocolError,
     RemoteCandidates,
     RemoteDescription,
+    SendDtmf,
     StartWebRtc,
     Stop,
     ToWorker,
@@ -62,7 +63,14 @@ async def run_worker(ipc_fd: int) -> int:
     setup_logging(settings.log_level, f"worker-{settings.worker_id}")
 
     pumps = PumpRegistry(loop)
-    media = MediaLegs(settings, pumps, channel.send)
+    engine_ref: list[SipEngine] = []
+
+    def dtmf_from_matrix(ref: str, digit: str) -> None:
+        # A client's dial pad goes straight on to the phone (RFC 4733 there too).
+        log.info("call %s: DTMF %s from the Matrix side", ref, digit)
+        engine_ref[0].submit(SendDtmf(call_ref=ref, digits=digit))
+
+    media = MediaLegs(settings, pumps, channel.send, dtmf_from_matrix)
 
     def deliver(message: Message) -> None:
         if isinstance(message, CallEnded):
@@ -73,6 +81,7 @@ async def run_worker(ipc_fd: int) -> int:
         loop.call_soon_threadsafe(deliver, message)
 
     engine = SipEngine(settings, emit, pumps)
+    engine_ref.append(engine)
     try:
         capacity = await asyncio.to_thread(engine.start)
     except SipError as e:

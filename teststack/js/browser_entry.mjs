@@ -85,9 +85,18 @@ async function measure(ms) {
 
 function hangup() { if (state.call) state.call.hangup("user_hangup", false); }
 
-function status() {
-  return { states: state.states, hangupReason: state.hangupReason, error: state.error,
-           callState: state.call ? state.call.state : null };
+// Element's in-call dial pad: RFC 4733 telephone-events on the audio sender.
+async function sendDtmf(digits) {
+  for (const digit of digits) {
+    state.call.sendDtmfDigit(digit);
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
-window.bridgeTest = { login, placeCall, answer, measure, hangup, status };
+function status() {
+  return { states: state.states, hangupReason: state.hangupReason, error: state.error,
+           callState: state.call ? state.call.state : null,
+           dialPad: state.call ? state.call.opponentSupportsDTMF() : false };
+}
+
+window.bridgeTest = { login, placeCall, answer, measure, hangup, sendDtmf, status };

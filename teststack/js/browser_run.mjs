@@ -50,6 +50,7 @@ try {
     () => { const s = window.bridgeTest.status(); return s.callState === "connected" ||
             s.callState === "ended"; }, null, { timeout: job.timeoutMs });
   result.heard = await page.evaluate((ms) => window.bridgeTest.measure(ms), job.talkMs);
+  if (job.dtmf) await page.evaluate((d) => window.bridgeTest.sendDtmf(d), job.dtmf);
   if (job.mode === "place") await page.evaluate(() => window.bridgeTest.hangup());
   else await page.waitForFunction(() => window.bridgeTest.status().callState === "ended",
                                   null, { timeout: job.timeoutMs });
