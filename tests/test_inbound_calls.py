@@ -21,6 +21,7 @@ from teststack.sipp import (
     invite_expecting,
     phone_call_answered,
     phone_call_cancelled,
+    phone_call_with_info_dtmf,
     responses,
     start_sipp,
 )
@@ -366,4 +367,20 @@ async def test_link_unlink_and_numbers(
     await alice.send_text(room, "!sip unlink +4930123456")
     await alice.wait_for_event(room, notice_from(stack.bot, "is no longer linked"))
     result = await asyncio.to_thread(phone(stack, tmp_path, invite_expecting(404)).wait)
+    assert result.ok, result.output
+
+
+async def test_sip_info_digits_from_the_phone_are_posted(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    room = await linked_room(stack, alice)
+    sipp = phone(stack, tmp_path, phone_call_with_info_dtmf("90", caller=CALLER))
+    await alice.wait_for_event(room, is_ring_from(GHOST))
+    await join_call(alice, room)
+    await alice.wait_for_event(room, notice_text("The phone dialled 90"))
+    result = await asyncio.to_thread(sipp.wait)
     assert result.ok, result.output

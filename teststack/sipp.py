@@ -166,6 +166,43 @@ def phone_call_answered(
     )
 
 
+def phone_call_with_info_dtmf(
+    digits: str, caller: str = "+4940111222", caller_name: str = "SIPp"
+) -> str:
+    """A phone calls, is answered, presses keys sent as SIP INFO (dtmf-relay), hangs up."""
+    infos = ""
+    for n, digit in enumerate(digits, start=2):
+        body = f"Signal={digit}\nDuration=160\n"
+        infos += f"""  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+      INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {n} INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+{body}
+    ]]></send>
+  <recv response="200"/>
+"""
+    bye = BYE_OUT.replace("CSeq: 2 BYE", f"CSeq: {len(digits) + 2} BYE")
+    return _scenario(
+        "phone call with SIP INFO digits",
+        _invite(caller, caller_name)
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + '  <recv response="200" timeout="30000"/>\n'
+        + ACK
+        + infos
+        + '  <pause milliseconds="2500"/>\n'
+        + bye,
+    )
+
+
 def phone_call_cancelled(
     cancel_after_ms: int, caller: str = "+4940111222", caller_name: str = "SIPp"
 ) -> str:
