@@ -18,52 +18,33 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-import av
 import numpy as np
-from aiortc import MediaStreamTrack
 
 from teststack.configs import LocalStack
-from teststack.legacy_client import LegacyCaller
+from teststack.legacy_client import FRAME, RATE, LegacyCaller, PacedTrack
 from teststack.matrix_client import MatrixUser
 
-RATE = 48_000
-FRAME = 960
 BURST_EVERY = 1.0  # seconds
 BURST_LENGTH = 0.06
 CALLS_PER_PHONE = 4
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class BurstTrack(MediaStreamTrack):
+class BurstTrack(PacedTrack):
     """Silence with a 60 ms, 1 kHz burst every second; remembers when each burst left."""
-
-    kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._pts = 0
-        self._start: float | None = None
         self.sent: list[float] = []
 
-    async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self._pts / RATE
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        t = (np.arange(FRAME) + self._pts) / RATE
+    def samples(self, t: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, Any]:
         in_burst = (t % BURST_EVERY) < BURST_LENGTH
-        if in_burst[0] and (self._pts / RATE) % BURST_EVERY < FRAME / RATE:
+        if in_burst[0] and t[0] % BURST_EVERY < FRAME / RATE:
             self.sent.append(time.monotonic())
-        samples = np.where(in_burst, 12000 * np.sin(2 * np.pi * 1000 * t), 0).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = Fraction(1, RATE)
-        self._pts += FRAME
-        return frame
+        return np.where(in_burst, 12000 * np.sin(2 * np.pi * 1000 * t), 0)
 
 
 def burst_arrivals(client: LegacyCaller) -> list[float]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from tests.conftest import BridgeStack
 from tests.test_inbound_calls import NUMBER, ended_record, linked_room
 from tests.test_legacy_calls import MATRIX_HZ, PHONE_HZ, assert_heard
-from tests.test_matrix_bot import notice_from
 from tests.test_outbound_calls import portal_by_invite
 from teststack.audio import read_wav, tone, write_wav
 from teststack.baresip import Baresip
@@ -77,9 +76,7 @@ async def test_element_web_answers_a_phone_call_and_both_hear_each_other(
     await phone.start()
     start_bridge()
     try:
-        room = await linked_room(stack, alice)
-        await alice.send_text(room, f"!sip link {NUMBER} legacy")
-        await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+        room = await linked_room(stack, alice, legacy=True)
         browser = start_browser_call(
             "answer",
             stack.synapse.url,

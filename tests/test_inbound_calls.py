@@ -32,15 +32,21 @@ GHOST = f"@sip_{CALLER}:localhost"
 
 
 async def linked_room(
-    stack: BridgeStack, admin: MatrixUser, number: str = NUMBER, invite: list[str] | None = None
+    stack: BridgeStack,
+    admin: MatrixUser,
+    number: str = NUMBER,
+    invite: list[str] | None = None,
+    legacy: bool = False,
 ) -> str:
+    """A room the admin made with the bot, and linked the number to (for 1:1 calls, if
+    `legacy`)."""
     room = await admin.create_room(
         invite=[stack.bot, *(invite or [])],
         # Synapse makes v12 rooms, whose creator is above the power levels and not in them.
         power_level_content_override={"users": {stack.bot: 100}},
     )
     await admin.wait_for_membership(room, stack.bot, "join")
-    await admin.send_text(room, f"!sip link {number}")
+    await admin.send_text(room, f"!sip link {number}" + (" legacy" if legacy else ""))
     await admin.wait_for_event(room, notice_from(stack.bot, "now ring this room"))
     return room
 

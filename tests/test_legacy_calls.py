@@ -60,9 +60,7 @@ async def test_phone_to_matrix_legacy_call_carries_tones_both_ways(
     tmp_path: Path,
 ) -> None:
     start_bridge()
-    room = await linked_room(stack, alice)
-    await alice.send_text(room, f"!sip link {NUMBER} legacy")
-    await alice.wait_for_event(room, notice_from(stack.bot, "as 1:1 calls (legacy VoIP)"))
+    room = await linked_room(stack, alice, legacy=True)
     ghost = "@sip_phone:localhost"
     matrix = LegacyCaller(alice, room, MATRIX_HZ)
     try:
@@ -136,9 +134,7 @@ async def test_dtmf_both_ways(
     phone: Baresip,
 ) -> None:
     start_bridge()
-    room = await linked_room(stack, alice)
-    await alice.send_text(room, f"!sip link {NUMBER} legacy")
-    await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+    room = await linked_room(stack, alice, legacy=True)
     matrix = LegacyCaller(alice, room, MATRIX_HZ)
     try:
         await legacy_call_from(phone, stack, matrix, NUMBER, "@sip_phone:localhost")
@@ -177,9 +173,7 @@ async def test_two_concurrent_calls_do_not_cross(
     clients: list[LegacyCaller] = []
     try:
         for user, number, phone_hz, matrix_hz, name in plan:
-            room = await linked_room(stack, user, number)
-            await user.send_text(room, f"!sip link {number} legacy")
-            await user.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+            room = await linked_room(stack, user, number, legacy=True)
             wav = write_wav(tmp_path / f"{name}.wav", tone(phone_hz, 30, 8000), 8000)
             phone = Baresip(tmp_path / name, wav, user=name)
             await phone.start()
@@ -213,9 +207,7 @@ async def test_ice_failure_ends_both_sides_with_a_reason(
     tmp_path: Path,
 ) -> None:
     start_bridge()
-    room = await linked_room(stack, alice)
-    await alice.send_text(room, f"!sip link {NUMBER} legacy")
-    await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+    room = await linked_room(stack, alice, legacy=True)
     matrix = LegacyCaller(alice, room, MATRIX_HZ)
     try:
         await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
@@ -238,9 +230,7 @@ async def test_a_matrix_user_who_never_answers_gives_480_and_invite_timeout(
     tmp_path: Path,
 ) -> None:
     start_bridge({"SIPBRIDGE_MATRIXRTC__RING_LIFETIME": "5"})
-    room = await linked_room(stack, alice)
-    await alice.send_text(room, f"!sip link {NUMBER} legacy")
-    await alice.wait_for_event(room, notice_from(stack.bot, "legacy VoIP"))
+    room = await linked_room(stack, alice, legacy=True)
     matrix = LegacyCaller(alice, room, MATRIX_HZ)
     try:
         await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")

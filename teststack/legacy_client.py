@@ -38,17 +38,18 @@ RATE = 48_000
 FRAME = 960  # 20 ms
 
 
-class ToneTrack(MediaStreamTrack):
-    """A sine tone, paced in real time as a microphone would be."""
+class PacedTrack(MediaStreamTrack):
+    """Audio made by `samples`, paced in real time as a microphone would be."""
 
     kind = "audio"
 
-    def __init__(self, frequency: float, amplitude: int = 8000) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.frequency = frequency
-        self.amplitude = amplitude
         self._pts = 0
         self._start: float | None = None
+
+    def samples(self, t: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, Any]:
+        raise NotImplementedError
 
     async def recv(self) -> av.AudioFrame:
         if self._start is None:
@@ -56,13 +57,25 @@ class ToneTrack(MediaStreamTrack):
         due = self._start + self._pts / RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         t = (np.arange(FRAME) + self._pts) / RATE
-        samples = (self.amplitude * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
+        samples = self.samples(t).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = self._pts
         frame.time_base = Fraction(1, RATE)
         self._pts += FRAME
         return frame
+
+
+class ToneTrack(PacedTrack):
+    """A sine tone."""
+
+    def __init__(self, frequency: float, amplitude: int = 8000) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self.amplitude = amplitude
+
+    def samples(self, t: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, Any]:
+        return self.amplitude * np.sin(2 * np.pi * self.frequency * t)
 
 
 def offer_only(sdp: str, codec: str, payload_type: int = 103) -> str:

@@ -58,28 +58,7 @@ class Postgres:
             check=True,
             capture_output=True,
         )
-        options = (
-            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off"
-        )
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.datadir),
-                    "-w",
-                    "-l",
-                    str(self.workdir / "postgres.log"),
-                    "-o",
-                    options,
-                    "start",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        self.started = True
+        self.restart()
 
     def pid(self) -> int | None:
         pidfile = self.datadir / "postmaster.pid"
@@ -96,6 +75,7 @@ class Postgres:
             self.started = False
 
     def restart(self) -> None:
+        """Start the (initialised) cluster again, after stop()."""
         options = (
             f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off"
