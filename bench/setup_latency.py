@@ -51,7 +51,7 @@ async def one_call(
     if ring_seen is None:
         raise TimeoutError(f"call {i}: no ring in /sync")
     joined = time.time()
-    await join_call(user, room, "BENCH")
+    await join_call(user, room, "BENCH", service=stack.auth.url)
     result = await asyncio.to_thread(phone.wait)
     if not result.ok:
         raise RuntimeError(f"call {i} failed: {result.output[-500:]}")

@@ -22,6 +22,7 @@ from .matrix.appservice import BridgeAppService
 from .matrix.events import MatrixEventRouter
 from .matrix.ghosts import GhostDirectory
 from .matrix.inbox import InboxProcessor
+from .matrix.livekit_auth import LiveKitTokens
 from .matrix.rooms import RoomAccess
 from .metrics import Metrics, MetricsServer
 from .status import BridgeStatus, StatusCollector
@@ -83,7 +84,13 @@ class Bridge:
         self.records = RecordKeeper(self.call_store)
         self.sip = SipSender()
         services = CallServices(
-            config, self.sip, self.ghosts, self.rooms, self.records, self.metrics
+            config,
+            self.sip,
+            self.ghosts,
+            self.rooms,
+            self.records,
+            self.metrics,
+            LiveKitTokens(config.livekit),
         )
         self.calls = CallManager(
             config, services, self.call_store, self.numbers, self.portals, self.trunk_states

@@ -308,6 +308,22 @@ class MatrixRtcConfig(Section):
         return _check_http_url(value) if value else value
 
 
+class LiveKitConfig(Section):
+    """The SFU (LiveKit). With the API key and secret the bridge mints its own tokens;
+    without them it asks the MatrixRTC auth service named in each call's focus."""
+
+    url: str = ""
+    api_key: str | None = None
+    api_secret: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _ws(cls, value: str) -> str:
+        if value and not re.fullmatch(r"wss?://\S+", value):
+            raise ValueError("expected a ws:// or wss:// URL")
+        return value
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     sip_messages: bool = Field(False, description="log every SIP message at DEBUG")
@@ -328,6 +344,7 @@ class Config(Section):
     workers: WorkersConfig = WorkersConfig()
     media: MediaConfig = MediaConfig()
     matrixrtc: MatrixRtcConfig = MatrixRtcConfig()
+    livekit: LiveKitConfig = LiveKitConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
 

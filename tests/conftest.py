@@ -23,6 +23,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     local = LocalStack(tmp_path_factory.mktemp("stack"), PERMISSIONS, log_level="DEBUG")
     local.start_homeserver()
     yield local
+    local.auth.stop()
+    local.livekit.stop()
     local.synapse.stop()
 
 

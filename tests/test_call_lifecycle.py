@@ -64,7 +64,7 @@ async def test_controller_killed_mid_call_ghost_leaves_by_itself_and_restart_rec
     room = await linked_room(stack, alice)
     sipp = phone(stack, tmp_path, phone_call_answered(hang_up_after_ms=None, caller=CALLER))
     membership = await alice.wait_for_event(room, is_membership_of(GHOST))
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     await asyncio.sleep(1.5)  # answered and confirmed
     bridge.process.kill()
 
@@ -127,7 +127,7 @@ async def test_a_killed_worker_ends_only_its_calls(
     await alice.wait_for_event(room_one, is_membership_of(GHOST, joined=False))
     doomed.kill()
     # The other worker's call is untouched: it can still be answered and finished.
-    await join_call(alice, room_two)
+    await join_call(alice, room_two, service=stack.auth.url)
     result = await asyncio.to_thread(survivor.wait)
     assert result.ok, result.output
     rows = {r["callee"]: r for r in records(tmp_path)}
@@ -151,7 +151,7 @@ async def test_sigterm_drains_new_calls_get_503_and_live_calls_finish(
     room = await linked_room(stack, alice)
     live = phone(stack, tmp_path, phone_call_answered(hang_up_after_ms=4000, caller=CALLER))
     await alice.wait_for_event(room, is_ring_from(GHOST))
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     await asyncio.sleep(0.5)
     bridge.process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     await asyncio.sleep(0.5)

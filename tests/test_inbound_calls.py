@@ -105,7 +105,7 @@ async def test_phone_call_rings_the_room_is_answered_and_the_phone_hangs_up(
         {
             "type": "livekit",
             "livekit_alias": room,
-            "livekit_service_url": "http://127.0.0.1:1/livekit",
+            "livekit_service_url": stack.auth.url,
         }
     ]
     notification = await alice.wait_for_event(room, is_ring_from(GHOST))
@@ -131,7 +131,7 @@ async def test_phone_call_rings_the_room_is_answered_and_the_phone_hangs_up(
         "type": "ring",
     }
 
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     result = await asyncio.to_thread(sipp.wait)
     assert result.ok, result.output
     assert responses(result.messages) == [100, 180, 200, 200]
@@ -158,7 +158,7 @@ async def test_last_matrix_member_leaving_sends_bye(
     room = await linked_room(stack, alice)
     sipp = phone(stack, tmp_path, phone_call_answered(hang_up_after_ms=None, caller=CALLER))
     await alice.wait_for_event(room, is_ring_from(GHOST))
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     await asyncio.sleep(1.5)
     await leave_call(alice, room)
     result = await asyncio.to_thread(sipp.wait)
@@ -238,7 +238,7 @@ async def test_a_call_in_progress_is_joined_and_answered_without_ringing(
 ) -> None:
     start_bridge()
     room = await linked_room(stack, alice)
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     sipp = phone(stack, tmp_path, phone_call_answered(hang_up_after_ms=1000, caller=CALLER))
     result = await asyncio.to_thread(sipp.wait)
     assert result.ok, result.output
@@ -266,7 +266,9 @@ async def test_two_members_answering_at_once_the_first_wins_the_second_joins(
     assert notification["content"]["m.mentions"]["user_ids"] == sorted(
         ["@alice:localhost", "@bob:localhost"]
     )
-    await asyncio.gather(join_call(alice, room), join_call(bob, room))
+    await asyncio.gather(
+        join_call(alice, room, service=stack.auth.url), join_call(bob, room, service=stack.auth.url)
+    )
     await asyncio.sleep(1.5)
     await leave_call(alice, room)
     await asyncio.sleep(1.0)
@@ -386,7 +388,7 @@ async def test_sip_info_digits_from_the_phone_are_posted(
     room = await linked_room(stack, alice)
     sipp = phone(stack, tmp_path, phone_call_with_info_dtmf("90", caller=CALLER))
     await alice.wait_for_event(room, is_ring_from(GHOST))
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     await alice.wait_for_event(room, notice_text("The phone dialled 90"))
     result = await asyncio.to_thread(sipp.wait)
     assert result.ok, result.output

@@ -286,7 +286,7 @@ async def test_a_phone_that_stops_sending_rtp_is_hung_up(
         service=NUMBER,
     )
     await alice.wait_for_event(room, is_ring_from("@sip_+4940111222:localhost"))
-    await join_call(alice, room)
+    await join_call(alice, room, service=stack.auth.url)
     result = await asyncio.to_thread(sipp.wait)
     assert result.ok, result.output
     bye = next(m for m in received(result.messages) if m.startswith("BYE "))

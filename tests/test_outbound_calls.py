@@ -100,7 +100,7 @@ async def test_sip_call_command_dials_rings_the_user_and_matrix_hangs_up(
     view = await asyncio.to_thread(rtc_view, stack.synapse.url, bob.user_id, "pw", portal)
     assert view.members() == {GHOST}
     assert view.ring(notification["event_id"])["valid"] is True
-    await join_call(bob, portal)
+    await join_call(bob, portal, service=stack.auth.url)
     await asyncio.sleep(1.0)
     await leave_call(bob, portal)
     result = await asyncio.to_thread(trunk.wait)
@@ -129,7 +129,7 @@ async def test_ringing_a_portal_dials_and_busy_declines_the_ring(
     start_bridge()
     portal = await portal_by_invite(bob)
     trunk = far_end(stack, tmp_path, trunk_refuses(486, "Busy Here"))
-    membership = await join_call(bob, portal)
+    membership = await join_call(bob, portal, service=stack.auth.url)
     bob_ring = await ring(bob, portal, membership, GHOST)
     result = await asyncio.to_thread(trunk.wait)
     assert result.ok, result.output
@@ -159,7 +159,7 @@ async def test_failed_outbound_call_says_why_and_the_ghost_never_joins(
     start_bridge()
     portal = await portal_by_invite(bob)
     trunk = far_end(stack, tmp_path, trunk_refuses(404, "Not Found", provisional=183))
-    membership = await join_call(bob, portal)
+    membership = await join_call(bob, portal, service=stack.auth.url)
     await ring(bob, portal, membership, GHOST)
     result = await asyncio.to_thread(trunk.wait)
     assert result.ok, result.output
@@ -179,7 +179,7 @@ async def test_caller_leaving_before_the_answer_cancels(
     start_bridge()
     portal = await portal_by_invite(bob)
     trunk = far_end(stack, tmp_path, trunk_rings_until_cancelled())
-    membership = await join_call(bob, portal)
+    membership = await join_call(bob, portal, service=stack.auth.url)
     await ring(bob, portal, membership, GHOST)
     await asyncio.sleep(2.0)
     await leave_call(bob, portal)
@@ -202,14 +202,14 @@ async def test_early_media_answer_and_the_phone_hangs_up(
     trunk = far_end(
         stack, tmp_path, trunk_answers(ring_ms=300, hang_up_after_ms=1500, early_media=True)
     )
-    membership = await join_call(bob, portal)
+    membership = await join_call(bob, portal, service=stack.auth.url)
     await ring(bob, portal, membership, GHOST)
     joined = await bob.wait_for_event(portal, is_membership_of(GHOST))
     # The ghost joins the caller's session on the caller's own focus (oldest membership).
     assert joined["content"]["foci_preferred"] == [
         {
             "type": "livekit",
-            "livekit_service_url": "http://127.0.0.1:2/livekit",
+            "livekit_service_url": stack.auth.url,
             "livekit_alias": portal,
         }
     ]

@@ -10,7 +10,9 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from .bridge_process import BridgeProcess, generate_registration
+from .livekit import LiveKit
 from .procs import free_port, free_port_block, free_port_pair
+from .rtc_auth import AuthServiceProcess
 from .synapse import Synapse
 
 
@@ -31,6 +33,7 @@ def bridge_config(
     ports: Ports,
     permissions: dict[str, str],
     log_level: str = "INFO",
+    rtc_service: str = "http://127.0.0.1:1/unused",
 ) -> dict[str, Any]:
     return {
         "homeserver": {"address": synapse.url, "domain": synapse.server_name},
@@ -66,7 +69,7 @@ def bridge_config(
             "webrtc_host_addresses": ["127.0.0.1"],  # tests stay on loopback
         },
         "matrixrtc": {
-            "livekit_service_url": "http://127.0.0.1:1/livekit",
+            "livekit_service_url": rtc_service,
             "ring_lifetime": 20,
             "delayed_leave": 5,
             "delayed_leave_refresh": 2,
@@ -90,8 +93,12 @@ class LocalStack:
         self.ports = Ports.free(workers)
         self.registration = workdir / "registration.yaml"
         self.synapse = Synapse(workdir / "synapse", [self.registration])
+        self.livekit = LiveKit(workdir / "livekit")
+        self.auth = AuthServiceProcess(workdir, self.synapse.url, self.livekit.url)
         self.config_path = workdir / "config.yaml"
-        self.config = bridge_config(self.synapse, self.ports, permissions, log_level)
+        self.config = bridge_config(
+            self.synapse, self.ports, permissions, log_level, rtc_service=self.auth.url
+        )
         self.bridge: BridgeProcess | None = None
         self.tokens: dict[str, str] = {}
 
@@ -106,6 +113,8 @@ class LocalStack:
         written = YAML(typ="safe").load(self.config_path.read_text())
         self.tokens = {k: written["appservice"][k] for k in ("as_token", "hs_token")}
         self.synapse.start()
+        self.livekit.start()
+        self.auth.start()
 
     def start_bridge(self, env: dict[str, str] | None = None) -> BridgeProcess:
         self.bridge = BridgeProcess(self.workdir, self.config_path, self.ports.metrics, env)
@@ -113,5 +122,7 @@ class LocalStack:
 
     def stop(self) -> int | None:
         code = self.bridge.stop() if self.bridge is not None else None
+        self.auth.stop()
+        self.livekit.stop()
         self.synapse.stop()
         return code

@@ -125,7 +125,7 @@ async def run(stack: LocalStack) -> bool:
         )
         await asyncio.sleep(1)
         say("   @demo:localhost answers (joins the call); the phone hangs up after 2 s")
-        await join_call(demo, room, "DEMO")
+        await join_call(demo, room, "DEMO", service=stack.auth.url)
         result = await asyncio.to_thread(phone.wait)
         say(f"   the phone received: {', '.join(map(str, responses(result.messages)))}")
         notice = await demo.wait_for_event(room, from_sender(ghost, "m.room.message", "Call with"))

@@ -19,11 +19,12 @@ from bridge.matrix.rtc import (
 from .matrix_client import Event, MatrixUser
 
 
-async def join_call(user: MatrixUser, room: str, device: str = "TESTDEV") -> str:
+async def join_call(user: MatrixUser, room: str, device: str = "TESTDEV", *, service: str) -> str:
+    """Join the room's call by membership alone (no media), naming `service` as the focus."""
     content = membership_content(
         user.user_id,
         device,
-        [livekit_focus("http://127.0.0.1:2/livekit", room)],
+        [livekit_focus(service, room)],
         int(time.time() * 1000),
         14_400_000,
     )

@@ -28,6 +28,7 @@ from ..core.callflow import (
     SendDecline,
 )
 from ..matrix.ghosts import GhostDirectory
+from ..matrix.livekit_auth import LiveKitTokens
 from ..matrix.rooms import RoomAccess
 from ..metrics import Metrics
 from ..workers.protocol import AnswerCall, HangupCall, MakeCall, Message, RejectCall
@@ -55,6 +56,7 @@ class CallServices:
     rooms: RoomAccess
     records: RecordKeeper
     metrics: Metrics
+    tokens: LiveKitTokens
 
 
 @dataclass

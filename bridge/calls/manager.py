@@ -47,7 +47,7 @@ from ..matrix.legacy import (
     read_legacy,
 )
 from ..matrix.presence import now_ms
-from ..matrix.room_state import joined_members, session_members
+from ..matrix.room_state import is_encrypted, joined_members, session_members
 from ..matrix.rtc import (
     CALL_MEMBER,
     CALL_NOTIFY,
@@ -74,6 +74,7 @@ from ..workers.protocol import (
     FromWorker,
     IceCandidate,
     IncomingCall,
+    LiveKitState,
     RejectCall,
     RemoteCandidates,
     SendDtmf,
@@ -161,6 +162,24 @@ class CallManager:
         if ctx is not None:
             self._runners.pop((ctx.worker_id, ctx.call_ref), None)
 
+    def _rtc_side(self, ctx: CallContext, inbound: bool) -> RtcSide:
+        return RtcSide(
+            ctx,
+            self.config,
+            self.s.rooms,
+            inbound,
+            self.s.tokens,
+            lambda: self._identities(ctx.room_id),
+        )
+
+    def _identities(self, room_id: str | None) -> list[str]:
+        """LiveKit identities of the people in a room's call (valid memberships only)."""
+        now = now_ms()
+        members = self.sessions.rooms.get(room_id or "", {}).values()
+        return sorted(
+            m.identity for m in members if m.valid_at(now) and not self._is_bridge_user(m.user_id)
+        )
+
     def _in_room(self, room_id: str) -> list[CallRunner]:
         return [r for r, c in self._contexts.items() if c.room_id == room_id]
 
@@ -190,7 +209,7 @@ class CallManager:
                 runner.feed(SipProgress(message.sip_code))
         elif isinstance(message, CallRefusedByStack):
             await self._refused(worker_id, message)
-        elif isinstance(message, WebRtcDescription | WebRtcState | DtmfReceived):
+        elif isinstance(message, WebRtcDescription | WebRtcState | DtmfReceived | LiveKitState):
             runner = self._runners.get((worker_id, message.call_ref))
             if runner is not None:
                 await self._media_report(runner, self._contexts[runner], message)
@@ -206,10 +225,15 @@ class CallManager:
         self,
         runner: CallRunner,
         ctx: CallContext,
-        message: WebRtcDescription | WebRtcState | DtmfReceived,
+        message: WebRtcDescription | WebRtcState | DtmfReceived | LiveKitState,
     ) -> None:
         side = ctx.side
-        if isinstance(message, DtmfReceived):
+        if isinstance(message, LiveKitState):
+            if message.state != "connected":
+                log.warning("call %s: LiveKit %s: %s", ctx.record_id, message.state, message.detail)
+                ctx.hangup_reason = "the Matrix side's media failed"
+                runner.feed(HangUp(f"its audio could not reach the call ({message.detail})"))
+        elif isinstance(message, DtmfReceived):
             self._note_dtmf(ctx, message.digit)
         elif isinstance(message, WebRtcDescription):
             if isinstance(side, LegacySide):
@@ -297,7 +321,7 @@ class CallManager:
             call.from_display,
             trunk.name if trunk else None,
         )
-        ctx.side = RtcSide(ctx, self.config, self.s.rooms, inbound=True)
+        ctx.side = self._rtc_side(ctx, inbound=True)
         flow = CallFlow.inbound(
             caller_label(caller, call.from_display),
             self.config.matrixrtc.ring_lifetime,
@@ -324,6 +348,18 @@ class CallManager:
         room_id = link.room_id
         try:
             state = await self.s.rooms.state(room_id)
+            if is_encrypted(state) and link.call_mode == "rtc":
+                runner.feed(
+                    RouteRefused(
+                        488,
+                        "Not Acceptable Here",
+                        f"{room_id} is encrypted",
+                        room_id,
+                        f"A call from {ctx.remote_number} was refused: the bridge cannot yet "
+                        "take part in calls in encrypted rooms, so it would have been silent.",
+                    )
+                )
+                return
         except (MatrixError, OSError) as e:
             log.error("call %s: cannot read room %s as the bot: %s", ctx.record_id, room_id, e)
             runner.feed(
@@ -419,6 +455,9 @@ class CallManager:
             if self._is_bridge_user(sender):
                 return
             for runner in self._in_room(room_id):
+                side = self._contexts[runner].side
+                if isinstance(side, RtcSide):
+                    side.update_members()
                 if change.left is not None:
                     runner.feed(MemberLeft(change.left.key))
                 if change.joined is not None and change.joined.valid_at(now_ms()):
@@ -589,7 +628,7 @@ class CallManager:
                 ctx, self.config, self.s.rooms, legacy.call_id, user_id, legacy.party_id
             )
         else:
-            ctx.side = RtcSide(ctx, self.config, self.s.rooms, inbound=False)
+            ctx.side = self._rtc_side(ctx, inbound=False)
         flow, actions = CallFlow.outbound(
             number,
             room_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from mautrix.appservice import IntentAPI
@@ -32,11 +33,12 @@ from ..matrix.legacy import (
     reject_content,
     select_answer_content,
 )
+from ..matrix.livekit_auth import LiveKitAuthError, LiveKitTokens
 from ..matrix.presence import GhostPresence, now_ms
 from ..matrix.room_state import session_members
 from ..matrix.rooms import RoomAccess
 from ..matrix.rtc import livekit_focus
-from ..workers.protocol import RemoteDescription, StartWebRtc
+from ..workers.protocol import LiveKitMembers, RemoteDescription, StartLiveKit, StartWebRtc
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +69,27 @@ class SideContext(Protocol):
 
 
 class RtcSide:
-    """The ghost as a MatrixRTC member of the room's session (Element Call, Element X)."""
+    """The ghost as a MatrixRTC member of the room's session (Element Call, Element X),
+    with the phone's audio in the session's LiveKit room."""
 
-    def __init__(self, ctx: SideContext, config: Config, rooms: RoomAccess, inbound: bool):
+    def __init__(
+        self,
+        ctx: SideContext,
+        config: Config,
+        rooms: RoomAccess,
+        inbound: bool,
+        tokens: LiveKitTokens,
+        members: Callable[[], list[str]],
+    ):
         self.ctx = ctx
         self.config = config
         self.rooms = rooms
         self.inbound = inbound
+        self.tokens = tokens
+        self.members = members  # the LiveKit identities of the people in the call now
         self.presence: GhostPresence | None = None
         self.ghost: IntentAPI | None = None
+        self.media_started = False
 
     def _presence(self, ghost: IntentAPI) -> GhostPresence:
         if self.presence is None:
@@ -97,11 +111,34 @@ class RtcSide:
                 await self.rooms.ensure_slot_open(room_id, state, [self.rooms.bot, ghost])
             presence = self._presence(ghost)
             await self.ctx.note(ghost_user_id=ghost.mxid, rtc_state_key=presence.state_key)
-            event_id = await presence.join(self._foci(state))
+            foci = self._foci(state)
+            event_id = await presence.join(foci)
+            name = await ghost.get_displayname(ghost.mxid) or ghost.mxid
+            access = await self.tokens.for_ghost(
+                ghost, room_id, self.ctx.device_id, foci[0], str(name)
+            )
+        except LiveKitAuthError as e:
+            log.warning("call %s: no way into the SFU: %s", self.ctx.record_id, e)
+            return SessionJoinFailed(f"the call's audio service refused: {e}")
         except (MatrixError, IntentError, OSError) as e:
             log.warning("call %s: joining %s failed: %s", self.ctx.record_id, room_id, e)
             return SessionJoinFailed(str(e))
+        self.ctx.send_to_worker(
+            StartLiveKit(
+                call_ref=self.ctx.call_ref,
+                url=access.url,
+                token=access.token,
+                identities=self.members(),
+            )
+        )
+        self.media_started = True
         return SessionJoined(event_id)
+
+    def update_members(self) -> None:
+        if self.media_started:
+            self.ctx.send_to_worker(
+                LiveKitMembers(call_ref=self.ctx.call_ref, identities=self.members())
+            )
 
     def _foci(self, state: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The oldest member's first focus (as clients pick it), else our own service."""

@@ -49,6 +49,8 @@ class RouteRefused:
     sip_code: int
     reason: str  # the SIP reason phrase
     detail: str = ""  # why, for the record
+    room_id: str | None = None  # the room, when the people in it should hear why
+    notice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -341,7 +343,8 @@ class CallFlow:
     def _routing_refused(self, e: RouteRefused, now: float) -> list[Action]:
         outcome = Outcome.REJECTED if e.sip_code != 503 else Outcome.UNAVAILABLE
         sip = RespondSip(e.sip_code, e.reason)
-        return self._end(outcome, e.sip_code, e.detail or e.reason, None, sip=sip)
+        self.room_id = e.room_id
+        return self._end(outcome, e.sip_code, e.detail or e.reason, e.notice, sip=sip)
 
     def _joining_joined(self, e: SessionJoined, now: float) -> list[Action]:
         if self.members:
@@ -362,7 +365,7 @@ class CallFlow:
             Outcome.FAILED,
             480,
             f"could not join the room's call: {e.reason}",
-            None,
+            f"Call from {self.remote} could not be connected: {e.reason}",
             sip=RespondSip(480, "Temporarily Unavailable"),
         )
 

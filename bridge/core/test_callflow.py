@@ -230,6 +230,15 @@ def test_unknown_number_is_refused_without_touching_matrix() -> None:
     ]
 
 
+def test_a_refusal_can_tell_the_room_why() -> None:
+    flow = CallFlow.inbound(CALLER, 60)
+    refusal = RouteRefused(488, "Not Acceptable Here", "encrypted", ROOM, "No calls here")
+    actions = step(flow, refusal, 0)
+    assert RespondSip(488, "Not Acceptable Here") in actions
+    assert notices(actions) == ["No calls here"]
+    assert LeaveSession() not in actions
+
+
 def test_refusal_for_capacity_is_unavailable() -> None:
     flow = CallFlow.inbound(CALLER, 60)
     assert finish(step(flow, RouteRefused(503, "busy"), 0)).outcome is Outcome.UNAVAILABLE

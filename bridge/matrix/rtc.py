@@ -5,6 +5,9 @@ Pure: builds event contents and reads memberships out of events. See DESIGN §4.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,10 +101,23 @@ class RtcMember:
     started_ms: int  # when the member joined (orders the session: oldest first)
     expires_at_ms: int | None
     foci_preferred: tuple[dict[str, Any], ...]
+    member_id: str | None = None  # sticky memberships name themselves
 
     @property
     def key(self) -> str:
         return f"{self.user_id}|{self.device_id}"
+
+    @property
+    def identity(self) -> str:
+        """The member's participant identity in LiveKit (DESIGN §4)."""
+        if self.member_id is None:
+            return f"{self.user_id}:{self.device_id}"
+        digest = hashlib.sha256(
+            json.dumps(
+                [self.user_id, self.device_id, self.member_id], separators=(",", ":")
+            ).encode()
+        ).digest()
+        return base64.b64encode(digest).decode().rstrip("=")
 
     def valid_at(self, now_ms: int) -> bool:
         return self.expires_at_ms is None or self.expires_at_ms > now_ms
@@ -189,6 +205,7 @@ def read_rtc_member(event: dict[str, Any]) -> MembershipUpdate | None:
             foci_preferred=tuple(t for t in published if isinstance(t, dict))
             if isinstance(published, list)
             else (),
+            member_id=member.get("id") if isinstance(member.get("id"), str) else None,
         ),
     )
 

@@ -7,12 +7,16 @@ import logging
 from collections.abc import Callable
 
 from ..media.dtmf_rtp import enable_telephone_events
+from ..media.livekit_leg import LiveKitLeg
 from ..media.webrtc import WebRtcLeg, restrict_host_addresses
 from ..sip.engine import PumpRegistry
 from .protocol import (
+    LiveKitMembers,
+    LiveKitState,
     Message,
     RemoteCandidates,
     RemoteDescription,
+    StartLiveKit,
     StartWebRtc,
     WebRtcDescription,
     WebRtcState,
@@ -21,7 +25,7 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
-MediaCommand = StartWebRtc | RemoteDescription | RemoteCandidates
+MediaCommand = StartWebRtc | RemoteDescription | RemoteCandidates | StartLiveKit | LiveKitMembers
 
 
 class MediaLegs:
@@ -37,6 +41,7 @@ class MediaLegs:
         self.pumps = pumps
         self.send = send
         self._legs: dict[str, WebRtcLeg] = {}
+        self._sfu: dict[str, LiveKitLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # A call's commands run one at a time, in the order they came (candidates after
         # the description they belong to).
@@ -51,6 +56,9 @@ class MediaLegs:
 
     async def _handle(self, command: MediaCommand) -> None:
         ref = command.call_ref
+        if isinstance(command, StartLiveKit | LiveKitMembers):
+            await self._livekit(command)
+            return
         try:
             if isinstance(command, StartWebRtc):
                 await self._start(command)
@@ -72,6 +80,28 @@ class MediaLegs:
         except Exception as e:  # a bad SDP must not take the worker down
             log.exception("WebRTC %s for call %s failed", command.kind, ref)
             self.send(WebRtcState(call_ref=ref, state="failed", detail=f"{type(e).__name__}: {e}"))
+
+    async def _livekit(self, command: StartLiveKit | LiveKitMembers) -> None:
+        ref = command.call_ref
+        if isinstance(command, LiveKitMembers):
+            leg = self._sfu.get(ref)
+            if leg is not None:
+                leg.set_members(command.identities)
+            return
+
+        def report(state: str, detail: str) -> None:
+            if ref in self._sfu or state != "closed":
+                self.send(LiveKitState(call_ref=ref, state=state, detail=detail))
+
+        leg = LiveKitLeg(ref, self.pumps.get(ref), report)
+        self._sfu[ref] = leg
+        try:
+            await leg.start(command.url, command.token, command.identities)
+        except Exception as e:  # the SFU refused or is unreachable
+            log.warning("call %s: joining LiveKit at %s failed: %s", ref, command.url, e)
+            self._sfu.pop(ref, None)
+            await leg.close()
+            self.send(LiveKitState(call_ref=ref, state="failed", detail=f"{type(e).__name__}: {e}"))
 
     async def _start(self, command: StartWebRtc) -> None:
         ref = command.call_ref
@@ -96,14 +126,15 @@ class MediaLegs:
 
     def call_ended(self, ref: str) -> None:
         self._locks.pop(ref, None)
-        leg = self._legs.pop(ref, None)
-        if leg is not None:
-            task = asyncio.create_task(leg.close())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        for legs in (self._legs, self._sfu):
+            leg = legs.pop(ref, None)
+            if leg is not None:
+                task = asyncio.create_task(leg.close())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def close_all(self) -> None:
-        for ref in list(self._legs):
+        for ref in {*self._legs, *self._sfu}:
             self.call_ended(ref)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)

@@ -125,6 +125,24 @@ class RemoteCandidates(Message):
     candidates: list[IceCandidate]
 
 
+class StartLiveKit(Message):
+    """Join the call's LiveKit room with this token; mix in these participants."""
+
+    kind: Literal["StartLiveKit"] = "StartLiveKit"
+    call_ref: str
+    url: str
+    token: str
+    identities: list[str]
+
+
+class LiveKitMembers(Message):
+    """The participants the phone may hear now (memberships came or went)."""
+
+    kind: Literal["LiveKitMembers"] = "LiveKitMembers"
+    call_ref: str
+    identities: list[str]
+
+
 class SendDtmf(Message):
     kind: Literal["SendDtmf"] = "SendDtmf"
     call_ref: str
@@ -230,6 +248,13 @@ class WebRtcState(Message):
     detail: str = ""
 
 
+class LiveKitState(Message):
+    kind: Literal["LiveKitState"] = "LiveKitState"
+    call_ref: str
+    state: Literal["connected", "failed", "closed"]
+    detail: str = ""
+
+
 class DtmfReceived(Message):
     kind: Literal["DtmfReceived"] = "DtmfReceived"
     call_ref: str
@@ -255,6 +280,8 @@ ToWorker = Annotated[
     | StartWebRtc
     | RemoteDescription
     | RemoteCandidates
+    | StartLiveKit
+    | LiveKitMembers
     | SendDtmf
     | Drain
     | Stop,
@@ -270,6 +297,7 @@ FromWorker = Annotated[
     | TrunkRegistration
     | WebRtcDescription
     | WebRtcState
+    | LiveKitState
     | DtmfReceived
     | WorkerStats,
     Field(discriminator="kind"),

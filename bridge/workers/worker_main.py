@@ -16,11 +16,13 @@ from .media_legs import MediaLegs
 from .protocol import (
     CallEnded,
     Drain,
+    LiveKitMembers,
     Message,
     ProtocolError,
     RemoteCandidates,
     RemoteDescription,
     SendDtmf,
+    StartLiveKit,
     StartWebRtc,
     Stop,
     ToWorker,
@@ -140,7 +142,10 @@ async def _serve(
         if isinstance(message, WorkerSettings):
             log.warning("settings can only be given once; ignoring them")
             continue
-        if isinstance(message, StartWebRtc | RemoteDescription | RemoteCandidates):
+        if isinstance(
+            message,
+            StartWebRtc | RemoteDescription | RemoteCandidates | StartLiveKit | LiveKitMembers,
+        ):
             # Each in its own task: answering an offer gathers ICE candidates, which takes time.
             task = asyncio.create_task(media.handle(message))
             tasks.add(task)

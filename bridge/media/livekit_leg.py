@@ -1,0 +1,135 @@
+"""A call's audio in a LiveKit room (the SFU Element Call and Element X use).
+
+The phone's ghost joins the room as a participant: it publishes the phone as a microphone
+track at 48 kHz, and mixes into the phone the audio of the participants the controller
+names (those with a valid MatrixRTC membership; anyone else stays unheard, as Element Call
+would not show them either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from livekit import rtc
+
+from .frames import CLOCK_RATE, FRAME_MS
+from .pump import FramePump
+from .resample import Chunker, Resampler, pcm_frame
+
+log = logging.getLogger(__name__)
+
+SFU_RATE = 48_000
+SFU_FRAME = SFU_RATE * FRAME_MS // 1000
+
+
+class LiveKitLeg:
+    def __init__(self, name: str, pump: FramePump, on_state: Callable[[str, str], None]) -> None:
+        self.name = name
+        self.pump = pump
+        self.on_state = on_state
+        self.room = rtc.Room()
+        self.allowed: set[str] = set()
+        self._listening: dict[str, asyncio.Task[None]] = {}  # identity → its audio task
+        self._tracks: dict[str, rtc.Track] = {}  # identity → its subscribed audio track
+        self._sender: asyncio.Task[None] | None = None
+        self.room.on("track_subscribed", self._track_subscribed)
+        self.room.on("track_unsubscribed", self._track_unsubscribed)
+        self.room.on("disconnected", lambda reason: self.on_state("closed", str(reason)))
+
+    async def start(self, url: str, token: str, identities: list[str]) -> None:
+        self.allowed = set(identities)
+        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True))
+        source = rtc.AudioSource(SFU_RATE, 1, queue_size_ms=200)
+        track = rtc.LocalAudioTrack.create_audio_track("phone", source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        self._sender = asyncio.create_task(self._send_phone(source), name=f"sfu send {self.name}")
+        log.info(
+            "call %s: in LiveKit room %s as %s",
+            self.name,
+            self.room.name,
+            self.room.local_participant.identity,
+        )
+        self.on_state("connected", "")
+
+    async def _send_phone(self, source: rtc.AudioSource) -> None:
+        resampler = Resampler(SFU_RATE)
+        chunker = Chunker(SFU_FRAME * 2)
+        pts = 0
+        while True:
+            pcm = await self.pump.from_phone()
+            if pcm is None:
+                return
+            upsampled = resampler.convert(pcm_frame(pcm, CLOCK_RATE, pts))
+            pts += len(pcm) // 2
+            for chunk in chunker.feed(upsampled):
+                await source.capture_frame(rtc.AudioFrame(chunk, SFU_RATE, 1, SFU_FRAME))
+
+    def set_members(self, identities: list[str]) -> None:
+        """The participants the phone may hear, as memberships come and go."""
+        self.allowed = set(identities)
+        for identity in list(self._listening):
+            if identity not in self.allowed:
+                self._stop_listening(identity)
+        for identity, track in self._tracks.items():
+            if identity in self.allowed and identity not in self._listening:
+                self._listen(identity, track)
+
+    def _track_subscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        self._tracks[participant.identity] = track
+        if participant.identity in self.allowed:
+            self._listen(participant.identity, track)
+        else:
+            log.info("call %s: %s has no membership; not mixed in", self.name, participant.identity)
+
+    def _track_unsubscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        self._tracks.pop(participant.identity, None)
+        self._stop_listening(participant.identity)
+
+    def _listen(self, identity: str, track: rtc.Track) -> None:
+        self._listening[identity] = asyncio.create_task(
+            self._receive(identity, track), name=f"sfu receive {identity}"
+        )
+
+    def _stop_listening(self, identity: str) -> None:
+        task = self._listening.pop(identity, None)
+        if task is not None:
+            task.cancel()
+        self.pump.mixer.remove(identity)
+
+    async def _receive(self, identity: str, track: rtc.Track) -> None:
+        stream = rtc.AudioStream(
+            track, sample_rate=CLOCK_RATE, num_channels=1, frame_size_ms=FRAME_MS
+        )
+        chunker = Chunker()
+        try:
+            async for event in stream:
+                for chunk in chunker.feed(bytes(event.frame.data)):
+                    self.pump.to_phone(identity, chunk)
+        finally:
+            await stream.aclose()
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._sender, *self._listening.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.room.disconnect()

@@ -1,0 +1,114 @@
+"""A Matrix user in a room's MatrixRTC call the way Element Call joins it: a membership
+event, a token from the MatrixRTC auth service, and a LiveKit participant that publishes a
+tone and records what it hears."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import numpy as np
+from livekit import rtc
+
+from bridge.matrix.rtc import (
+    CALL_MEMBER,
+    livekit_focus,
+    membership_content,
+    membership_state_key,
+)
+
+from .matrix_client import MatrixUser
+
+RATE = 48_000
+FRAME = 960
+
+
+class RtcParticipant:
+    def __init__(self, user: MatrixUser, room_id: str, auth_url: str, tone_hz: float) -> None:
+        self.user = user
+        self.room_id = room_id
+        self.auth_url = auth_url
+        self.tone_hz = tone_hz
+        self.device_id = "EC" + uuid.uuid4().hex[:8].upper()
+        self.room = rtc.Room()
+        self.heard: dict[str, list[bytes]] = defaultdict(list)  # by participant identity
+        self.membership_event_id: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.room.on("track_subscribed", self._subscribed)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.user.user_id}:{self.device_id}"
+
+    def _subscribed(self, track: rtc.Track, _pub: Any, participant: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._tasks.append(asyncio.create_task(self._record(participant.identity, track)))
+
+    async def _record(self, identity: str, track: rtc.Track) -> None:
+        stream = rtc.AudioStream(track, sample_rate=16_000, num_channels=1)
+        async for event in stream:
+            self.heard[identity].append(bytes(event.frame.data))
+
+    def recording(self, identity: str) -> np.ndarray[Any, np.dtype[np.int16]]:
+        return np.frombuffer(b"".join(self.heard.get(identity, [])), np.int16)
+
+    async def join(self) -> str:
+        """Membership first (as Element Call does), then the SFU, then the microphone."""
+        key = membership_state_key(self.user.user_id, self.device_id)
+        content = membership_content(
+            self.user.user_id,
+            self.device_id,
+            [livekit_focus(self.auth_url, self.room_id)],
+            int(time.time() * 1000),
+            14_400_000,
+        )
+        self.membership_event_id = await self.user.send_state(
+            self.room_id, CALL_MEMBER, key, content
+        )
+        openid = await self.user.request(
+            "POST", f"/v3/user/{quote(self.user.user_id)}/openid/request_token", {}
+        )
+        body = {"room": self.room_id, "openid_token": openid, "device_id": self.device_id}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.auth_url}/sfu/get", json=body) as response,
+        ):
+            grant = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"the auth service refused: {grant}")
+        await self.room.connect(grant["url"], grant["jwt"])
+        source = rtc.AudioSource(RATE, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+        await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        self._tasks.append(asyncio.create_task(self._speak(source)))
+        return self.membership_event_id
+
+    async def _speak(self, source: rtc.AudioSource) -> None:
+        pts = 0
+        while True:
+            t = (np.arange(FRAME) + pts) / RATE
+            samples = (8000 * np.sin(2 * np.pi * self.tone_hz * t)).astype(np.int16)
+            await source.capture_frame(rtc.AudioFrame(samples.tobytes(), RATE, 1, FRAME))
+            pts += FRAME
+
+    async def leave(self) -> None:
+        key = membership_state_key(self.user.user_id, self.device_id)
+        await self.user.send_state(self.room_id, CALL_MEMBER, key, {})
+        await self.close()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.room.disconnect()
