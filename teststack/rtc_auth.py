@@ -73,6 +73,7 @@ class AuthServiceStandIn:
         except ValueError:
             return "body is not JSON"
         self.requests.append({"path": request.path, "body": body})
+        print("REQUEST " + json.dumps({"path": request.path, "body": body}), flush=True)
         if not isinstance(body, dict) or set(body) != fields:
             got = sorted(body) if isinstance(body, dict) else body
             return f"expected exactly {sorted(fields)}, got {got}"

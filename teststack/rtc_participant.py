@@ -14,8 +14,9 @@ from urllib.parse import quote
 
 import aiohttp
 import numpy as np
-from livekit import rtc
+from livekit import api, rtc
 
+from bridge.matrix.livekit_auth import livekit_room_name
 from bridge.matrix.rtc import (
     CALL_MEMBER,
     livekit_focus,
@@ -58,8 +59,7 @@ class RtcParticipant:
     def recording(self, identity: str) -> np.ndarray[Any, np.dtype[np.int16]]:
         return np.frombuffer(b"".join(self.heard.get(identity, [])), np.int16)
 
-    async def join(self) -> str:
-        """Membership first (as Element Call does), then the SFU, then the microphone."""
+    async def _membership(self) -> str:
         key = membership_state_key(self.user.user_id, self.device_id)
         content = membership_content(
             self.user.user_id,
@@ -71,6 +71,11 @@ class RtcParticipant:
         self.membership_event_id = await self.user.send_state(
             self.room_id, CALL_MEMBER, key, content
         )
+        return self.membership_event_id
+
+    async def join(self) -> str:
+        """Membership first (as Element Call does), then the SFU, then the microphone."""
+        membership = await self._membership()
         openid = await self.user.request(
             "POST", f"/v3/user/{quote(self.user.user_id)}/openid/request_token", {}
         )
@@ -82,14 +87,27 @@ class RtcParticipant:
             grant = await response.json()
             if response.status != 200:
                 raise RuntimeError(f"the auth service refused: {grant}")
-        await self.room.connect(grant["url"], grant["jwt"])
+        await self._connect(grant["url"], grant["jwt"])
+        return membership
+
+    async def join_with_token(self, url: str, key: str, secret: str) -> str:
+        """Membership, then the SFU with a token minted from the SFU's own key."""
+        membership = await self._membership()
+        grant = api.VideoGrants(room_join=True, room=livekit_room_name(self.room_id))
+        token = (
+            api.AccessToken(key, secret).with_identity(self.identity).with_grants(grant).to_jwt()
+        )
+        await self._connect(url, token)
+        return membership
+
+    async def _connect(self, url: str, token: str) -> None:
+        await self.room.connect(url, token)
         source = rtc.AudioSource(RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track("mic", source)
         await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
         self._tasks.append(asyncio.create_task(self._speak(source)))
-        return self.membership_event_id
 
     async def _speak(self, source: rtc.AudioSource) -> None:
         pts = 0

@@ -149,15 +149,15 @@ class CallEffects:
             ghost = await ctx.ghost_intent()
             await self.side.decline(ghost, action.notification_event_id, action.busy)
         elif isinstance(action, PostNotice):
-            await self._notice(action.text)
+            await self._notice(action.text, action.by_bot)
         elif isinstance(action, Finish):
             await self._finish(action)
         return None
 
-    async def _notice(self, text: str) -> None:
+    async def _notice(self, text: str, by_bot: bool) -> None:
         room = RoomID(self.ctx.room_id or "")
         # The ghost speaks in its own rooms (portals have no bot); the bot is the fallback.
-        sender = await self.ctx.ghost_intent()
+        sender = self.s.rooms.bot if by_bot else await self.ctx.ghost_intent()
         try:
             await sender.send_notice(room, text)
         except (MatrixError, IntentError) as e:

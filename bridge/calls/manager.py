@@ -346,6 +346,7 @@ class CallManager:
             runner.feed(RouteRefused(404, "Not Found", f"{callee} is not linked to a room"))
             return
         room_id = link.room_id
+        ctx.room_id = room_id
         try:
             state = await self.s.rooms.state(room_id)
             if is_encrypted(state) and link.call_mode == "rtc":
@@ -366,7 +367,6 @@ class CallManager:
                 RouteRefused(480, "Temporarily Unavailable", f"the bot cannot read {room_id}: {e}")
             )
             return
-        ctx.room_id = room_id
         await self.s.records.note(ctx.record_id, room_id=room_id)
         humans = sorted(u for u in joined_members(state) if not self._is_bridge_user(u))
         in_call = session_members(state, now_ms())

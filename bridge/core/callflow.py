@@ -188,6 +188,7 @@ class SendDecline:
 @dataclass(frozen=True)
 class PostNotice:
     text: str
+    by_bot: bool = False  # the call never reached the room: the bridge itself says why
 
 
 @dataclass(frozen=True)
@@ -342,9 +343,13 @@ class CallFlow:
 
     def _routing_refused(self, e: RouteRefused, now: float) -> list[Action]:
         outcome = Outcome.REJECTED if e.sip_code != 503 else Outcome.UNAVAILABLE
-        sip = RespondSip(e.sip_code, e.reason)
-        self.room_id = e.room_id
-        return self._end(outcome, e.sip_code, e.detail or e.reason, e.notice, sip=sip)
+        actions = self._end(
+            outcome, e.sip_code, e.detail or e.reason, None, sip=RespondSip(e.sip_code, e.reason)
+        )
+        if e.notice and e.room_id:
+            self.room_id = e.room_id
+            actions.insert(-1, PostNotice(e.notice, by_bot=True))
+        return actions
 
     def _joining_joined(self, e: SessionJoined, now: float) -> list[Action]:
         if self.members:

@@ -235,7 +235,7 @@ def test_a_refusal_can_tell_the_room_why() -> None:
     refusal = RouteRefused(488, "Not Acceptable Here", "encrypted", ROOM, "No calls here")
     actions = step(flow, refusal, 0)
     assert RespondSip(488, "Not Acceptable Here") in actions
-    assert notices(actions) == ["No calls here"]
+    assert PostNotice("No calls here", by_bot=True) in actions
     assert LeaveSession() not in actions
 
 
