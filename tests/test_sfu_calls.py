@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,26 @@ async def test_with_its_own_api_key_the_bridge_mints_tokens_itself(
     finally:
         stack.auth.set_failing(False)
         await member.close()
+
+
+async def test_calling_out_from_an_encrypted_portal_is_refused_before_dialling(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    bob: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    portal = await portal_by_invite(bob)
+    await bob.send_state(portal, "m.room.encryption", "", {"algorithm": "m.megolm.v1.aes-sha2"})
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", stack.ports.trunk))
+    listener.settimeout(2)
+    try:
+        dm = await bob.create_room(invite=[stack.bot], is_direct=True)
+        await bob.wait_for_membership(dm, stack.bot, "join")
+        await bob.send_text(dm, "!sip call +4930777888")
+        await bob.wait_for_event(dm, notice_from(stack.bot, "cannot yet take part in calls in"))
+        with pytest.raises(TimeoutError):
+            listener.recv(4096)  # no INVITE left the bridge
+    finally:
+        listener.close()

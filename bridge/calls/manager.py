@@ -593,6 +593,12 @@ class CallManager:
             return "All call slots are busy; try again in a moment."
         if room_id is None:
             room_id = await self.portal_for(user_id, number)
+        ghost = await self.s.ghosts.intent_for(number)
+        if legacy is None and is_encrypted(await self.s.rooms.state(room_id, ghost)):
+            return (
+                "This room is encrypted, and the bridge cannot yet take part in calls in "
+                "encrypted rooms (you would hear nothing). Use an unencrypted room."
+            )
         record = CallRecord(
             id=uuid.uuid4().hex,
             direction="outbound",
