@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from bridge.matrix.rtc import RTC_NOTIFICATION
 from teststack.configs import LocalStack
 from teststack.legacy_client import FRAME, RATE, LegacyCaller, PacedTrack
 from teststack.matrix_client import MatrixUser
+from teststack.rtc_participant import RtcParticipant
 
 BURST_EVERY = 1.0  # seconds
 BURST_LENGTH = 0.06
@@ -47,11 +49,38 @@ class BurstTrack(PacedTrack):
         return np.where(in_burst, 12000 * np.sin(2 * np.pi * 1000 * t), 0)
 
 
-def burst_arrivals(client: LegacyCaller) -> list[float]:
+class BenchClient:
+    """One Matrix-side end: a legacy WebRTC caller or an Element-Call-like SFU member."""
+
+    def __init__(self, client: LegacyCaller | RtcParticipant, bursts: BurstTrack) -> None:
+        self.client = client
+        self.bursts = bursts
+
+    def received(self) -> tuple[list[float], list[bytes]]:
+        client = self.client
+        if isinstance(client, LegacyCaller):
+            return client.arrivals, client.heard
+        ghosts = [i for i in client.heard if i.startswith("@sip_")]
+        if not ghosts:
+            return [], []
+        return client.arrivals[ghosts[0]], client.heard[ghosts[0]]
+
+    async def hangup(self) -> None:
+        if isinstance(self.client, LegacyCaller):
+            await self.client.hangup()
+        else:
+            await self.client.leave()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def burst_arrivals(client: BenchClient) -> list[float]:
     """When each burst came back: the first loud 5 ms after a quiet stretch."""
     arrivals = []
     quiet_since = 0
-    for arrived, chunk in zip(client.arrivals, client.heard, strict=True):
+    times, chunks = client.received()
+    for arrived, chunk in zip(times, chunks, strict=True):
         samples = np.frombuffer(chunk, np.int16).astype(np.float64)
         chunk_seconds = len(samples) / 16_000
         for i in range(0, len(samples) - 80, 80):
@@ -62,11 +91,10 @@ def burst_arrivals(client: LegacyCaller) -> list[float]:
     return arrivals
 
 
-def round_trips(client: LegacyCaller) -> list[float]:
-    assert isinstance(client.track, BurstTrack)
+def round_trips(client: BenchClient) -> list[float]:
     back = burst_arrivals(client)
     trips = []
-    for sent in client.track.sent:
+    for sent in client.bursts.sent:
         later = [a - sent for a in back if 0 < a - sent < 0.8]
         if later:
             trips.append(min(later))
@@ -101,14 +129,28 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
-async def run(stack: LocalStack, calls: int, seconds: float, workers: int) -> None:
+async def answer(user: MatrixUser, room: str, sfu: bool, auth_url: str) -> BenchClient:
+    bursts = BurstTrack()
+    if sfu:
+        await user.wait_for_event(room, lambda e: e.get("type") == RTC_NOTIFICATION, timeout=30)
+        member = RtcParticipant(user, room, auth_url, 1000, sound=bursts.samples)
+        await member.join()
+        return BenchClient(member, bursts)
+    # The client plays at once, so the round trip is mostly the bridge's.
+    caller = LegacyCaller(user, room, 1000, bursts, jitter_frames=1)
+    await caller.answer("@sip_echo:localhost")
+    await caller.wait_connected(30)
+    return BenchClient(caller, bursts)
+
+
+async def run(stack: LocalStack, calls: int, seconds: float, workers: int, sfu: bool) -> None:
     token = stack.synapse.register_user("bench")
     bridge = stack.start_bridge(
         {"SIPBRIDGE_WORKERS__COUNT": str(workers), "SIPBRIDGE_LOGGING__LEVEL": "WARNING"}
     )
     numbers = [f"+4930100{i:03d}" for i in range(calls)]
     phones: list[subprocess.Popen[str]] = []
-    clients: list[LegacyCaller] = []
+    clients: list[BenchClient] = []
     async with MatrixUser(stack.synapse.url, "@bench:localhost", token) as user:
         rooms = []
         for number in numbers:
@@ -116,7 +158,7 @@ async def run(stack: LocalStack, calls: int, seconds: float, workers: int) -> No
                 invite=[stack.bot], power_level_content_override={"users": {stack.bot: 100}}
             )
             await user.wait_for_membership(room, stack.bot, "join")
-            await user.send_text(room, f"!sip link {number} legacy")
+            await user.send_text(room, f"!sip link {number}" + ("" if sfu else " legacy"))
             rooms.append(room)
         await asyncio.sleep(2)
         try:
@@ -124,12 +166,10 @@ async def run(stack: LocalStack, calls: int, seconds: float, workers: int) -> No
                 batch = numbers[k * CALLS_PER_PHONE : (k + 1) * CALLS_PER_PHONE]
                 worker_port = stack.ports.sip + k % workers
                 phones.append(start_phone(worker_port, 30000 + 100 * k, batch))
-                for room in rooms[k * CALLS_PER_PHONE : (k + 1) * CALLS_PER_PHONE]:
-                    # The client plays at once, so the round trip is mostly the bridge's.
-                    client = LegacyCaller(user, room, 1000, BurstTrack(), jitter_frames=1)
-                    clients.append(client)
-                    await client.answer("@sip_echo:localhost")
-                await asyncio.gather(*(c.wait_connected(30) for c in clients[-len(batch) :]))
+                batch_rooms = rooms[k * CALLS_PER_PHONE : (k + 1) * CALLS_PER_PHONE]
+                clients += await asyncio.gather(
+                    *(answer(user, room, sfu, stack.auth.url) for room in batch_rooms)
+                )
             print(f"{len(clients)} calls connected; measuring {seconds:.0f} s", flush=True)
             pids = {
                 "controller": bridge.pid,
@@ -155,15 +195,6 @@ async def run(stack: LocalStack, calls: int, seconds: float, workers: int) -> No
             for phone in phones:
                 phone.wait(10)
             trips = [t for c in clients for t in round_trips(c)]
-            if os.environ.get("BENCH_DEBUG"):
-                for c in clients:
-                    pcm = np.frombuffer(b"".join(c.heard), np.int16)
-                    print(
-                        "heard",
-                        len(pcm),
-                        "max",
-                        int(np.abs(pcm).max()) if len(pcm) else 0,
-                    )
             heard_own = sum(1 for c in clients if burst_arrivals(c))
             for client in clients:
                 await client.close()
@@ -180,7 +211,8 @@ async def run(stack: LocalStack, calls: int, seconds: float, workers: int) -> No
         if line.startswith("bridge_media_frames_overrun{")
     )
     lines = [
-        f"calls: {len(clients)} concurrent, {workers} workers, {seconds:.0f} s of audio both "
+        f"calls: {len(clients)} concurrent ({'LiveKit SFU' if sfu else 'legacy WebRTC'}), "
+        f"{workers} workers, {seconds:.0f} s of audio both "
         f"ways; {heard_own}/{len(clients)} clients heard their bursts come back",
         f"CPU s per call-second: workers {worker_cpu / call_seconds:.4f}, controller "
         f"{used['controller'] / call_seconds:.4f} (total {worker_cpu + used['controller']:.1f} "
@@ -204,13 +236,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--sfu",
+        action="store_true",
+        help="Element Call sessions through LiveKit instead of legacy 1:1 calls",
+    )
     args = parser.parse_args()
     workers = max(1, math.ceil(args.calls / CALLS_PER_PHONE))
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
         stack = LocalStack(Path(tmp) / "stack", {"@bench:localhost": "admin"}, workers=workers)
         stack.start_homeserver()
         try:
-            asyncio.run(run(stack, args.calls, args.seconds, workers))
+            asyncio.run(run(stack, args.calls, args.seconds, workers, args.sfu))
         finally:
             stack.stop()
 

@@ -9,6 +9,7 @@ import contextlib
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +32,17 @@ FRAME = 960
 
 
 class RtcParticipant:
-    def __init__(self, user: MatrixUser, room_id: str, auth_url: str, tone_hz: float) -> None:
+    def __init__(
+        self,
+        user: MatrixUser,
+        room_id: str,
+        auth_url: str,
+        tone_hz: float,
+        sound: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None = None,
+    ) -> None:
+        """`sound(t)` gives the samples for times `t` (seconds); a sine at tone_hz if None."""
+        self.sound = sound or (lambda t: 8000 * np.sin(2 * np.pi * tone_hz * t))
+        self.arrivals: dict[str, list[float]] = defaultdict(list)
         self.user = user
         self.room_id = room_id
         self.auth_url = auth_url
@@ -55,6 +66,7 @@ class RtcParticipant:
         stream = rtc.AudioStream(track, sample_rate=16_000, num_channels=1)
         async for event in stream:
             self.heard[identity].append(bytes(event.frame.data))
+            self.arrivals[identity].append(time.monotonic())
 
     def recording(self, identity: str) -> np.ndarray[Any, np.dtype[np.int16]]:
         return np.frombuffer(b"".join(self.heard.get(identity, [])), np.int16)
@@ -102,7 +114,7 @@ class RtcParticipant:
 
     async def _connect(self, url: str, token: str) -> None:
         await self.room.connect(url, token)
-        source = rtc.AudioSource(RATE, 1)
+        source = rtc.AudioSource(RATE, 1, queue_size_ms=60)
         track = rtc.LocalAudioTrack.create_audio_track("mic", source)
         await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -110,10 +122,13 @@ class RtcParticipant:
         self._tasks.append(asyncio.create_task(self._speak(source)))
 
     async def _speak(self, source: rtc.AudioSource) -> None:
+        """A microphone: one 20 ms frame every 20 ms."""
         pts = 0
+        start = time.monotonic()
         while True:
+            await asyncio.sleep(max(0.0, start + pts / RATE - time.monotonic()))
             t = (np.arange(FRAME) + pts) / RATE
-            samples = (8000 * np.sin(2 * np.pi * self.tone_hz * t)).astype(np.int16)
+            samples = self.sound(t).astype(np.int16)
             await source.capture_frame(rtc.AudioFrame(samples.tobytes(), RATE, 1, FRAME))
             pts += FRAME
 
