@@ -42,7 +42,8 @@ class LiveKitLeg:
     async def start(self, url: str, token: str, identities: list[str]) -> None:
         self.allowed = set(identities)
         await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True))
-        source = rtc.AudioSource(SFU_RATE, 1, queue_size_ms=200)
+        # Short queues both ways: a worker that falls behind drops audio, not time.
+        source = rtc.AudioSource(SFU_RATE, 1, queue_size_ms=60)
         track = rtc.LocalAudioTrack.create_audio_track("phone", source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(track, options)
@@ -114,7 +115,7 @@ class LiveKitLeg:
 
     async def _receive(self, identity: str, track: rtc.Track) -> None:
         stream = rtc.AudioStream(
-            track, sample_rate=CLOCK_RATE, num_channels=1, frame_size_ms=FRAME_MS
+            track, sample_rate=CLOCK_RATE, num_channels=1, frame_size_ms=FRAME_MS, capacity=5
         )
         chunker = Chunker()
         try:
