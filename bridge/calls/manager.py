@@ -303,13 +303,17 @@ class CallManager:
         try:
             await self.s.records.open(record)
         except StorageError as e:
-            log.error("cannot keep a record for call %s (%s); answering 503", call.sip_call_id, e)
+            log.error("no database for call %s (%s); answering 503", call.sip_call_id, e)
             self.s.sip.send(
                 worker_id,
                 RejectCall(
                     call_ref=call.call_ref, code=503, reason="Service Unavailable", retry_after=30
                 ),
             )
+            record.state, record.outcome, record.sip_code = "ended", "unavailable", 503
+            record.ended_at = utcnow()
+            record.reason = f"refused while the database was unreachable ({e})"
+            await self.s.records.keep(record)  # written once the database is back
             return
         ctx = CallContext(
             self.s,
@@ -408,10 +412,7 @@ class CallManager:
             sip_code=refused.sip_code,
             reason=f"refused by the SIP stack: {refused.reason}",
         )
-        try:
-            await self.s.records.open(record)
-        except StorageError as e:
-            log.error("record of a refused call lost: %s", e)
+        await self.s.records.keep(record)
         self.s.metrics.calls.labels("inbound", outcome.value).inc()
 
     async def on_worker_lost(self, worker_id: int, reason: str) -> None:

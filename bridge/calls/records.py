@@ -31,6 +31,14 @@ class RecordKeeper:
         """Create a call's record; raises StorageError, so the caller can refuse the call."""
         await self.store.create(record)
 
+    async def keep(self, record: CallRecord) -> None:
+        """Write a finished call's record now, or as soon as the database is back."""
+
+        async def create() -> None:
+            await self.store.create(record)
+
+        await self._write(record.id, create)
+
     async def note(self, record_id: str, **fields: object) -> None:
         """Record what a live call has become (its room, its ghost's membership)."""
         await self._write(record_id, lambda: self.store.update(record_id, **fields))
