@@ -3,6 +3,7 @@
 python -m bridge -c config.yaml                              run
 python -m bridge -g -c config.yaml -r registration.yaml     new tokens + registration
 python -m bridge db upgrade -c config.yaml                  apply migrations
+python -m bridge edge-config -c config.yaml [-o DIR]        write the SIP edge's Kamailio files
 python -m bridge worker --ipc-fd N                          (started by the controller)
 """
 
@@ -87,6 +88,18 @@ def _db_upgrade(config_path: Path) -> int:
     return asyncio.run(main())
 
 
+def _edge_config(config_path: Path, directory: Path | None) -> int:
+    from .edge.files import write_edge_config
+
+    config = _load(config_path, require_tokens=False)
+    main_cfg = write_edge_config(config, directory)
+    print(
+        f"Wrote {main_cfg} and its generated parts. Start Kamailio with it "
+        f"(kamailio -f {main_cfg}) and set edge.enabled: true in the bridge's config."
+    )
+    return 0
+
+
 def _worker(ipc_fd: int) -> int:
     from .workers.worker_main import run_worker
 
@@ -103,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="python -m bridge db upgrade")
         parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
         return _db_upgrade(parser.parse_args(argv[2:]).config)
+    if argv[:1] == ["edge-config"]:
+        parser = argparse.ArgumentParser(prog="python -m bridge edge-config")
+        parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+        parser.add_argument("-o", "--output", type=Path, help="folder (default: edge.config_dir)")
+        args = parser.parse_args(argv[1:])
+        return _edge_config(args.config, args.output)
     parser = argparse.ArgumentParser(
         prog="python -m bridge", description="SIP/PSTN ⇄ Matrix bridge (appservice)"
     )

@@ -18,6 +18,7 @@ from .commands.processor import CommandProcessor
 from .commands.registry import CommandRegistry
 from .commands.telephony import register_telephony
 from .config import Config
+from .edge.sync import EdgeSync
 from .matrix.appservice import BridgeAppService
 from .matrix.events import MatrixEventRouter
 from .matrix.ghosts import GhostDirectory
@@ -97,6 +98,7 @@ class Bridge:
         )
         self.pool = WorkerPool(config, self.calls.on_worker_event, self.calls.on_worker_lost)
         self.sip.pool = self.pool
+        self.edge_sync = EdgeSync(config, self.pool) if config.edge.enabled else None
         self.status = StatusCollector(
             config,
             self.az,
@@ -162,6 +164,8 @@ class Bridge:
             await self.pool.start()
         except WorkerPoolError as e:
             raise StartupError(str(e), EXIT_WORKERS) from e
+        if self.edge_sync is not None:
+            self.edge_sync.start()
         await self.inbox.start()
         if self.config.metrics.enabled:
             try:
@@ -254,7 +258,11 @@ class Bridge:
 
     async def stop(self) -> None:
         await self.calls.hang_up_all("the bridge is shutting down")
+        if self.edge_sync is not None:
+            await self.edge_sync.stop()
         await self.pool.stop()
+        if self.edge_sync is not None:
+            await self.edge_sync.sync_once()  # every worker is stopped: the edge says 503
         await self.records.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()

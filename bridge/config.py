@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -238,6 +245,53 @@ class WorkersConfig(Section):
     restart_delay_max: Annotated[float, Field(gt=0, le=600)] = 30.0
 
 
+class EdgePeerConfig(Section):
+    """A phone that may call in through the edge after digest authentication."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9_.+\-]{1,64}$")
+    password: str = Field(min_length=12, description="at least 12 characters")
+
+
+class EdgeConfig(Section):
+    """Kamailio in front of the workers (deploy/kamailio); off: the one worker listens."""
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    port: Port = 5060
+    transports: list[ListenTransport] = Field(default_factory=_all_listen_transports)
+    # The address phones and trunks reach (NAT); default: listen_host:port.
+    advertised_host: str | None = None
+    # Where `python -m bridge edge-config` writes Kamailio's files, and its control socket.
+    config_dir: Path = Path("edge")
+    realm: str | None = Field(None, description="digest realm; default: the homeserver domain")
+    digest_algorithm: Literal["SHA-256", "MD5"] = "SHA-256"
+    # Per source outside the trunks: more requests than this per window is a flood.
+    flood_requests: Annotated[int, Field(ge=2, le=10000)] = 40
+    flood_window: Annotated[int, Field(ge=1, le=60)] = 2
+    # Failed authentications from one source before it is ignored for block_seconds.
+    auth_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    block_seconds: Annotated[int, Field(ge=10, le=86400)] = 600
+    peers: list[EdgePeerConfig] = Field(default_factory=list)
+
+    @field_validator("listen_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("expected an IP address to bind to") from None
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _unique_peers(cls, value: list[EdgePeerConfig]) -> list[EdgePeerConfig]:
+        names = [p.username for p in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"peer usernames must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+
 class IceServerConfig(Section):
     urls: list[str]
     username: str | None = None
@@ -341,12 +395,23 @@ class Config(Section):
     bridge: BridgeConfig = BridgeConfig()
     database: DatabaseConfig = DatabaseConfig()
     sip: SipConfig = SipConfig()
+    edge: EdgeConfig = EdgeConfig()
     workers: WorkersConfig = WorkersConfig()
     media: MediaConfig = MediaConfig()
     matrixrtc: MatrixRtcConfig = MatrixRtcConfig()
     livekit: LiveKitConfig = LiveKitConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _edge_port_free(self) -> Config:
+        first, last = self.sip.port, self.sip.port + self.workers.count - 1
+        if self.edge.enabled and first <= self.edge.port <= last:
+            raise ValueError(
+                f"edge.port {self.edge.port} is one of the workers' SIP ports "
+                f"({first}-{last}); give the edge or sip.port another port"
+            )
+        return self
 
     @property
     def bot_mxid(self) -> str:
@@ -431,6 +496,8 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"{source}: {path}: missing; this key is required")
         elif item["type"] == "extra_forbidden":
             lines.append(f"{source}: {path}: unknown key (check its spelling and section)")
+        elif not path:  # a rule across sections
+            lines.append(f"{source}: {item['msg'].removeprefix('Value error, ')}")
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {path} = {_shown(path, item['input'])}: {message}")

@@ -122,6 +122,15 @@ BYE_OUT = """  <send retrans="500"><![CDATA[
   <recv response="200"/>
 """
 
+# Through a proxy that record-routes (the SIP edge), in-dialog requests go to the callee's
+# Contact along the recorded route set (SIPp: rrs on the 200, then [next_url] and [routes]).
+ACK_ROUTED = ACK.replace("ACK sip:[service]@[remote_ip]:[remote_port]", "ACK [next_url]").replace(
+    "      CSeq: 1 ACK\n", "      CSeq: 1 ACK\n      [routes]\n"
+)
+BYE_OUT_ROUTED = BYE_OUT.replace(
+    "BYE sip:[service]@[remote_ip]:[remote_port]", "BYE [next_url]"
+).replace("      CSeq: 2 BYE\n", "      CSeq: 2 BYE\n      [routes]\n")
+
 OK_TO_LAST = """  <send><![CDATA[
       SIP/2.0 200 OK
       [last_Via:]
@@ -148,20 +157,25 @@ def phone_call_answered(
     answer_timeout_ms: int = 30_000,
     caller: str = "+4940111222",
     caller_name: str = "SIPp",
+    routed: bool = False,
 ) -> str:
-    """A phone calls, waits to be answered, then hangs up itself or waits for the BYE."""
+    """A phone calls, waits to be answered, then hangs up itself or waits for the BYE.
+
+    `routed`: the call goes through a record-routing proxy (the SIP edge)."""
+    bye = BYE_OUT_ROUTED if routed else BYE_OUT
     end = (
-        f'  <pause milliseconds="{hang_up_after_ms}"/>\n{BYE_OUT}'
+        f'  <pause milliseconds="{hang_up_after_ms}"/>\n{bye}'
         if hang_up_after_ms is not None
         else f'  <recv request="BYE" timeout="60000"/>\n{OK_TO_LAST}'
     )
+    rrs = ' rrs="true"' if routed else ""
     return _scenario(
         "phone call, answered",
         _invite(caller, caller_name)
         + '  <recv response="100" optional="true"/>\n'
         + '  <recv response="180" optional="true"/>\n'
-        + f'  <recv response="200" timeout="{answer_timeout_ms}"/>\n'
-        + ACK
+        + f'  <recv response="200" timeout="{answer_timeout_ms}"{rrs}/>\n'
+        + (ACK_ROUTED if routed else ACK)
         + end,
     )
 
@@ -250,7 +264,8 @@ def _uas_invite(for_bye: bool = False) -> str:
     )
     unused = "cseq_line,contact_line" if for_bye else "cseq_line"
     return (
-        '  <recv request="INVITE">\n    <action>\n'
+        # rrs: the route set (a proxy's Record-Route) is kept for the BYE ([routes]).
+        '  <recv request="INVITE" rrs="true">\n    <action>\n'
         '      <ereg regexp="CSeq: *([0-9]+) INVITE" search_in="msg" check_it="true" '
         'assign_to="cseq_line,cseq"/>\n'
         f"{dialog}    </action>\n  </recv>\n"
@@ -269,6 +284,7 @@ def _uas_response(code: int, reason: str, sdp: bool = False) -> str:
       [last_From:]
       [last_To:]{tag if code != 100 else ""}
       [last_Call-ID:]
+      [last_Record-Route:]
       CSeq: [$cseq] INVITE
       Contact: <sip:[local_ip]:[local_port];transport=[transport]>
 {ctype}      Content-Length: {length}
@@ -307,6 +323,7 @@ BYE_UAS = """  <send retrans="500"><![CDATA[
       To: [$from_hdr]
       Call-ID: [call_id]
       CSeq: 101 BYE
+      [routes]
       Max-Forwards: 70
       Content-Length: 0
 

@@ -272,9 +272,23 @@ class CallManager:
             return True
         return False
 
+    def _origin(self, call: IncomingCall) -> tuple[str | None, DialPlan, str | None]:
+        """Who may be calling: (trunk or peer name, its dial plan, why it is refused)."""
+        trunks = self.config.sip.trunks
+        if self.config.edge.enabled and not call.via_edge:
+            return None, DialPlan(), f"{call.source} called a worker directly, not the SIP edge"
+        if call.peer is not None:
+            if call.peer not in {p.username for p in self.config.edge.peers}:
+                return None, DialPlan(), f"the edge let in {call.peer}, who is not a peer"
+            # Phones dial like the first trunk's subscribers (national numbers and all).
+            return f"peer:{call.peer}", dial_plan(trunks[0] if trunks else None), None
+        trunk = trunk_for_source(call.source, trunks)
+        if trunk is None:
+            return None, DialPlan(), f"{call.source} is not a trunk's address"
+        return trunk.name, dial_plan(trunk), None  # type: ignore[arg-type]
+
     async def _incoming(self, worker_id: int, call: IncomingCall) -> None:
-        trunk = trunk_for_source(call.source, self.config.sip.trunks)
-        plan = dial_plan(trunk)  # type: ignore[arg-type]
+        origin, plan, refusal = self._origin(call)
         callee = normalise_incoming(uri_user(call.request_uri) or uri_user(call.to_uri), plan)
         caller = ghost_number(normalise_incoming(uri_user(call.from_uri) or "unknown", plan))
         record = CallRecord(
@@ -287,7 +301,7 @@ class CallManager:
             worker_id=worker_id,
             sip_call_id=call.sip_call_id,
             source=call.source,
-            trunk=trunk.name if trunk else None,
+            trunk=origin,
             started_at=utcnow(),
         )
         log.info(
@@ -298,7 +312,7 @@ class CallManager:
             call.from_display or "no name",
             callee,
             call.source,
-            trunk.name if trunk else "no trunk",
+            origin or "nobody we know",
         )
         try:
             await self.s.records.open(record)
@@ -323,7 +337,7 @@ class CallManager:
             call.call_ref,
             caller,
             call.from_display,
-            trunk.name if trunk else None,
+            origin,
         )
         ctx.side = self._rtc_side(ctx, inbound=True)
         flow = CallFlow.inbound(
@@ -332,9 +346,9 @@ class CallManager:
             self.config.matrixrtc.decline_code,
         )
         runner = self._new_runner(ctx, flow)
-        if trunk is None:
-            log.warning("call %s from %s: not a trunk's address; 403", record.id, call.source)
-            runner.feed(RouteRefused(403, "Forbidden", f"{call.source} is not a trunk's address"))
+        if refusal is not None:
+            log.warning("call %s: %s; 403", record.id, refusal)
+            runner.feed(RouteRefused(403, "Forbidden", refusal))
             return
         self._spawn(self._route(runner, ctx, callee), f"route {record.id}")
 

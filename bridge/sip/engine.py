@@ -344,6 +344,9 @@ class SipEngine:
             acfg.regConfig.registerOnAdd = True
         else:
             acfg.regConfig.registerOnAdd = False
+        if self.settings.edge_proxy:
+            # Trunks see the edge's address only: every request leaves through it.
+            acfg.sipConfig.proxies.append(self.settings.edge_proxy)
         account = _TrunkAccount(self, trunk)
         account.create(acfg)
         return account
@@ -597,6 +600,13 @@ class SipEngine:
             )
             return
         self._state.undecided[ref] = _Undecided(time.monotonic() + self.settings.decision_timeout)
+        source = prm.rdata.srcAddress
+        transport = _via_transport(hdrs.get("via", ""))
+        via_edge = bool(self.settings.edge_source) and source == self.settings.edge_source
+        if via_edge:
+            # Only the edge's own requests are believed about who really called.
+            source = hdrs.get("x-bridge-source", source)
+            transport = hdrs.get("x-bridge-transport", transport).lower()
         self.emit(
             IncomingCall(
                 call_ref=ref,
@@ -605,8 +615,10 @@ class SipEngine:
                 from_uri=sender.uri,
                 from_display=sender.display,
                 to_uri=parse_name_addr(hdrs.get("to", "")).uri,
-                source=prm.rdata.srcAddress,
-                transport=_via_transport(hdrs.get("via", "")),
+                source=source,
+                transport=transport,
+                via_edge=via_edge,
+                peer=hdrs.get("x-bridge-peer") if via_edge else None,
             )
         )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Config
+from ..edge.render import edge_address
 from .channel import Channel
 from .protocol import (
     Drain,
@@ -103,6 +104,8 @@ def worker_settings(config: Config, worker: Worker) -> WorkerSettings:
         webrtc_host_addresses=list(config.media.webrtc_host_addresses),
         webrtc_codecs=list(config.media.webrtc_codecs),
         webrtc_jitter_frames=config.media.webrtc_jitter_frames,
+        edge_proxy=f"sip:{edge_address(config)};lr" if config.edge.enabled else None,
+        edge_source=edge_address(config) if config.edge.enabled else None,
     )
 
 

@@ -58,6 +58,10 @@ class WorkerSettings(Message):
     webrtc_host_addresses: list[str] = Field(default_factory=list)
     webrtc_codecs: list[str] = Field(default_factory=lambda: ["G722", "opus", "PCMU", "PCMA"])
     webrtc_jitter_frames: int = 2
+    # With a SIP edge: outbound requests go through it (a loose route), and requests from
+    # its address carry the real caller in X-Bridge-* headers.
+    edge_proxy: str | None = None
+    edge_source: str | None = None
 
 
 class AnswerCall(Message):
@@ -195,6 +199,8 @@ class IncomingCall(Message):
     to_uri: str
     source: str
     transport: str
+    via_edge: bool = False
+    peer: str | None = None  # the edge authenticated this phone (digest user name)
 
 
 class CallProgress(Message):

@@ -1,0 +1,1 @@
+"""The SIP edge (Kamailio) in front of the call workers: its files and its control."""
