@@ -117,7 +117,7 @@ def challenge_params(header: str) -> dict[str, str]:
 
 
 def digest_credentials(challenge: str, method: str, uri: str, user: str, password: str) -> str:
-    """The Authorization value answering a challenge without qop (RFC 7616 §3.4.1)."""
+    """The Authorization value answering a challenge, with qop=auth if offered (RFC 7616)."""
     params = challenge_params(challenge)
     algorithm = params.get("algorithm", "MD5")
     digest = hashlib.sha256 if algorithm.upper() == "SHA-256" else hashlib.md5
@@ -126,11 +126,15 @@ def digest_credentials(challenge: str, method: str, uri: str, user: str, passwor
         return digest(text.encode()).hexdigest()
 
     ha1 = h(f"{user}:{params['realm']}:{password}")
-    response = h(f"{ha1}:{params['nonce']}:{h(f'{method}:{uri}')}")
-    return (
-        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
-        f'uri="{uri}", response="{response}", algorithm={algorithm}'
-    )
+    ha2 = h(f"{method}:{uri}")
+    fields = f'username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", uri="{uri}"'
+    if "auth" in params.get("qop", "").split(","):
+        cnonce, count = secrets.token_hex(8), "00000001"
+        response = h(f"{ha1}:{params['nonce']}:{count}:{cnonce}:auth:{ha2}")
+        fields += f', qop=auth, nc={count}, cnonce="{cnonce}"'
+    else:
+        response = h(f"{ha1}:{params['nonce']}:{ha2}")
+    return f'Digest {fields}, response="{response}", algorithm={algorithm}'
 
 
 def _header_lines(message: str, names: tuple[str, ...]) -> list[str]:
