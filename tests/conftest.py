@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from teststack.bridge_process import BridgeProcess
 from teststack.configs import LocalStack
+from teststack.kamailio import Edge, dispatcher_flags
 from teststack.matrix_client import MatrixUser
 from teststack.postgres import Postgres
+from teststack.procs import free_port_pair
 
 # The tests' name for the local stack: Synapse with the bridge's registration.
 BridgeStack = LocalStack
 
 PERMISSIONS = {"@alice:localhost": "admin", "@bob:localhost": "user"}
+PEER = {"username": "desk", "password": "correct horse battery"}
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +91,89 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     server.start()
     yield server
     server.stop()
+
+
+def records(tmp_path: Path) -> list[dict[str, Any]]:
+    """The bridge's call records (its SQLite database in the test's folder)."""
+    with sqlite3.connect(tmp_path / "bridge.db") as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY started_at")]
+
+
+@dataclass
+class EdgeSetup:
+    edge: Edge
+    bridge: BridgeProcess
+
+    @property
+    def target(self) -> str:
+        return f"{self.edge.address[0]}:{self.edge.address[1]}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"not reached in {timeout} s: {what}")
+
+
+async def ended_records(tmp_path: Path, count: int) -> list[dict[str, Any]]:
+    """The call records once `count` of them exist and all have ended."""
+
+    def done() -> bool:
+        rows = records(tmp_path)
+        return len(rows) == count and all(r["state"] == "ended" for r in rows)
+
+    await asyncio.to_thread(wait_for, done, 15, f"{count} ended call records")
+    return records(tmp_path)
+
+
+@pytest.fixture
+def with_edge(
+    stack: BridgeStack, start_bridge: Callable[..., BridgeProcess], tmp_path: Path
+) -> Iterator[Callable[..., EdgeSetup]]:
+    """Kamailio written from the bridge's config, then the bridge with edge.enabled."""
+    edges: list[Edge] = []
+
+    def start(
+        workers: int = 2, trunk_sources: list[str] | None = None, **edge_settings: Any
+    ) -> EdgeSetup:
+        """`trunk_sources`: the trunk's allowed sources instead of 127.0.0.1."""
+        trunks = [dict(t) for t in stack.config["sip"]["trunks"]]
+        if trunk_sources is not None:
+            for trunk in trunks:
+                trunk["allowed_sources"] = trunk_sources
+        section = {
+            "enabled": True,
+            "port": free_port_pair(),
+            "config_dir": str(tmp_path / "edge"),
+            "peers": [PEER],
+            **edge_settings,
+        }
+        config = {
+            **stack.config,
+            "sip": {**stack.config["sip"], "trunks": trunks},
+            "edge": section,
+            "workers": {**stack.config["workers"], "count": workers},
+        }
+        edge = Edge(tmp_path, config)
+        edges.append(edge)
+        edge.start()
+        bridge = start_bridge(
+            {
+                "SIPBRIDGE_EDGE": json.dumps(section),
+                "SIPBRIDGE_WORKERS__COUNT": str(workers),
+                "SIPBRIDGE_SIP__TRUNKS": json.dumps(trunks),
+            }
+        )
+        wait_for(
+            lambda: set(dispatcher_flags(edge).values()) == {"AX"},
+            what="every worker active in the edge's dispatcher",
+        )
+        return EdgeSetup(edge, bridge)
+
+    yield start
+    for edge in edges:
+        edge.stop()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.matrix.rtc import CALL_MEMBER
-from tests.conftest import BridgeStack
+from tests.conftest import BridgeStack, records
 from tests.test_inbound_calls import (
     CALLER,
     GHOST,
@@ -20,7 +20,6 @@ from tests.test_inbound_calls import (
     linked_room,
     notice_text,
     phone,
-    records,
 )
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from bridge.sip.message import headers
-from tests.conftest import BridgeStack
-from tests.test_inbound_calls import NUMBER, linked_room, records
+from tests.conftest import PEER, BridgeStack, EdgeSetup, ended_records, wait_for
+from tests.test_inbound_calls import NUMBER, linked_room
 from tests.test_outbound_calls import bot_dm, invite_of
-from teststack.bridge_process import BridgeProcess
-from teststack.kamailio import Edge, dispatcher_flags
+from teststack.kamailio import dispatcher_flags
 from teststack.matrix_client import MatrixUser
-from teststack.procs import free_port_pair
 from teststack.rawsip import SDP_OFFER, UdpPeer, ack_of, cancel_of, digest_credentials
 from teststack.rtc_user import is_ring_from, join_call, leave_call
 from teststack.sipp import (
@@ -31,75 +23,7 @@ from teststack.sipp import (
     trunk_answers,
 )
 
-PEER = {"username": "desk", "password": "correct horse battery"}
 STRANGER_HOST = "127.0.0.2"  # the trunk is 127.0.0.1; anyone else is a stranger
-
-
-@dataclass
-class EdgeSetup:
-    edge: Edge
-    bridge: BridgeProcess
-
-    @property
-    def target(self) -> str:
-        return f"{self.edge.address[0]}:{self.edge.address[1]}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"not reached in {timeout} s: {what}")
-
-
-async def ended_records(tmp_path: Path, count: int) -> list[dict[str, Any]]:
-    """The call records once `count` of them exist and all have ended."""
-
-    def done() -> bool:
-        rows = records(tmp_path)
-        return len(rows) == count and all(r["state"] == "ended" for r in rows)
-
-    await asyncio.to_thread(wait_for, done, 15, f"{count} ended call records")
-    return records(tmp_path)
-
-
-@pytest.fixture
-def with_edge(
-    stack: BridgeStack, start_bridge: Callable[..., BridgeProcess], tmp_path: Path
-) -> Iterator[Callable[..., EdgeSetup]]:
-    """Kamailio written from the bridge's config, then the bridge with edge.enabled."""
-    edges: list[Edge] = []
-
-    def start(workers: int = 2, **edge_settings: Any) -> EdgeSetup:
-        section = {
-            "enabled": True,
-            "port": free_port_pair(),
-            "config_dir": str(tmp_path / "edge"),
-            "peers": [PEER],
-            **edge_settings,
-        }
-        config = {
-            **stack.config,
-            "edge": section,
-            "workers": {**stack.config["workers"], "count": workers},
-        }
-        edge = Edge(tmp_path, config)
-        edges.append(edge)
-        edge.start()
-        bridge = start_bridge(
-            {"SIPBRIDGE_EDGE": json.dumps(section), "SIPBRIDGE_WORKERS__COUNT": str(workers)}
-        )
-        wait_for(
-            lambda: set(dispatcher_flags(edge).values()) == {"AX"},
-            what="every worker active in the edge's dispatcher",
-        )
-        return EdgeSetup(edge, bridge)
-
-    yield start
-    for edge in edges:
-        edge.stop()
 
 
 async def test_calls_spread_over_workers_by_load_and_a_full_pool_gets_503(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bridge.matrix.rtc import CALL_MEMBER, CALL_NOTIFY, RTC_MEMBER, RTC_SLOT, SLOT_ID
-from tests.conftest import BridgeStack
+from tests.conftest import BridgeStack, records
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.js_sdk import rtc_view
@@ -53,12 +52,6 @@ async def linked_room(
 
 def phone(stack: BridgeStack, tmp_path: Path, scenario: str, number: str = NUMBER) -> SippProcess:
     return start_sipp(tmp_path / "phone", scenario, f"127.0.0.1:{stack.ports.sip}", service=number)
-
-
-def records(tmp_path: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(tmp_path / "bridge.db") as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY started_at")]
 
 
 async def ended_record(tmp_path: Path, timeout: float = 15) -> dict[str, Any]:
