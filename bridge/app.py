@@ -145,6 +145,7 @@ class Bridge:
                 EXIT_LISTEN,
             ) from e
         await self._check_homeserver()
+        self._retry_homeserver_requests()
         closed = await self.calls.reconcile_after_restart()
         if closed:
             log.warning("closed %d calls left open by the previous run", closed)
@@ -224,6 +225,14 @@ class Bridge:
                 self.config.appservice.address,
                 e,
             )
+
+    def _retry_homeserver_requests(self) -> None:
+        """From now on ride out homeserver outages; start-up itself fails fast instead."""
+        api = self.az.intent.api
+        api.default_retry_count = self.config.homeserver.retries
+        # Ghosts' APIs copy the parent's count when created; update any made already.
+        for child in api.children.values():
+            child.default_retry_count = self.config.homeserver.retries
 
     async def _prune_periodically(self) -> None:
         while True:

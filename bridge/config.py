@@ -64,6 +64,8 @@ class HomeserverConfig(Section):
     address: str = Field(description="URL the bridge uses to reach the homeserver")
     domain: str = Field(description="the homeserver's server_name")
     verify_tls: bool = True
+    # Back-off doubles from 4 s, so 6 retries ride out about four minutes of outage.
+    retries: Annotated[int, Field(ge=0, le=10)] = 6
 
     _url = field_validator("address")(_check_http_url)
 

@@ -6,17 +6,27 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from tests.conftest import BridgeStack
-from tests.test_inbound_calls import CALLER, GHOST, NUMBER, linked_room
+from bridge.matrix.rtc import CALL_MEMBER
+from tests.conftest import BridgeStack, records
+from tests.test_inbound_calls import (
+    CALLER,
+    GHOST,
+    NUMBER,
+    ended_record,
+    linked_room,
+    notice_text,
+    phone,
+)
 from teststack.bridge_process import BridgeProcess
 from teststack.matrix_client import MatrixUser
 from teststack.postgres import Postgres
-from teststack.rtc_user import is_ring_from, join_call
+from teststack.rtc_user import is_membership_of, is_ring_from, join_call
 from teststack.sipp import invite_expecting, phone_call_answered, responses, start_sipp
 
 
@@ -98,3 +108,48 @@ async def test_postgres_stopped_mid_call_live_calls_continue_and_no_record_is_lo
     )
     assert again.ok, again.output
     assert bridge.health()["healthy"] is True
+
+
+async def test_homeserver_down_for_a_minute_events_arrive_afterwards_in_order_and_once(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    room = await linked_room(stack, alice)
+    sipp = phone(stack, tmp_path, phone_call_answered(8000, caller=CALLER))
+    joined = await alice.wait_for_event(room, is_membership_of(GHOST))
+    await join_call(alice, room, service=stack.auth.url)
+    await asyncio.sleep(1.5)  # answered and confirmed
+    stack.synapse.stop()
+    down_since = time.monotonic()
+    try:
+        # The phone hangs up while the homeserver is away: the SIP side does not wait for it.
+        result = await asyncio.to_thread(sipp.wait)
+        assert result.ok, result.output
+        assert time.monotonic() - down_since < 20
+        assert records(tmp_path)[-1]["state"] != "ended"  # its notice is still to be sent
+        await asyncio.sleep(max(0.0, 60 - (time.monotonic() - down_since)))
+    finally:
+        stack.synapse.restart()
+    # mautrix backs off 4, 8, 16, 32, 64 s: the retry after the restart lands within ~70 s.
+    notice = "Call with SIPp (+4940111222) — 0:08"
+    await alice.wait_for_event(room, notice_text(notice), timeout=150)
+    record = await ended_record(tmp_path)
+    assert record["outcome"] == "completed"
+    # The record holds when the call ended, not when the homeserver came back.
+    lasted = datetime.fromisoformat(record["ended_at"]) - datetime.fromisoformat(
+        record["answered_at"]
+    )
+    assert 7 <= lasted.total_seconds() <= 10, record
+
+    events = await alice.messages(room)
+    ghost_members = [
+        e for e in events if e["type"] == CALL_MEMBER and e["state_key"] == joined["state_key"]
+    ]
+    assert [bool(e["content"]) for e in ghost_members] == [True, False], ghost_members
+    notices = [i for i, e in enumerate(events) if notice_text(notice)(e)]
+    assert len(notices) == 1
+    assert events.index(ghost_members[-1]) < notices[0], "the leave comes before the notice"
+    assert await alice.state(room, CALL_MEMBER, joined["state_key"]) == {}

@@ -119,6 +119,11 @@ class Synapse:
     def stop(self) -> None:
         self.process.stop()
 
+    def restart(self, timeout: float = 90.0) -> None:
+        """Start again after stop(), with the same port, keys and database."""
+        self.process.start()
+        self.process.wait_http(f"{self.url}/_matrix/client/versions", timeout)
+
     def register_user(self, username: str, password: str = "pw", admin: bool = False) -> str:
         """Create a user with the shared secret; returns its access token."""
         endpoint = f"{self.url}/_synapse/admin/v1/register"

@@ -107,6 +107,8 @@ class CallEffects:
         self.ctx = ctx
         self.flow = flow
         self.s = ctx.services
+        # When the call ended, not when its last action ran: a slow homeserver delays those.
+        self.ended_at: float | None = None
 
     @property
     def side(self) -> CallSide:
@@ -115,6 +117,8 @@ class CallEffects:
 
     async def execute(self, action: Action) -> Event | None:
         ctx = self.ctx
+        if self.flow.ended and self.ended_at is None:
+            self.ended_at = time.time()
         if isinstance(action, RespondSip):
             if action.code == 200:
                 await self.side.before_answer()
@@ -187,6 +191,7 @@ class CallEffects:
             q850_cause=action.q850_cause,
             answered_at=answered_at,
             matrix_user=matrix_user,
+            ended_at=self.ended_at,
         )
         self.s.metrics.calls.labels(ctx.direction.value, action.outcome.value).inc()
         log.info("call %s ended: %s (%s)", ctx.record_id, action.outcome.value, action.reason)

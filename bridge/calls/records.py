@@ -52,8 +52,9 @@ class RecordKeeper:
         q850_cause: int | None = None,
         answered_at: float | None = None,
         matrix_user: str | None = None,
+        ended_at: float | None = None,
     ) -> None:
-        ended = datetime.now(UTC)
+        ended = datetime.fromtimestamp(ended_at, UTC) if ended_at is not None else datetime.now(UTC)
 
         async def write() -> None:
             if answered_at is not None or matrix_user is not None:
