@@ -216,6 +216,8 @@ class SipConfig(Section):
     public_host: str | None = None
     transports: list[ListenTransport] = Field(default_factory=_all_listen_transports)
     decision_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # RFC 4028: a dialog nobody refreshes within this is dead and gets a BYE (90 is the floor).
+    session_expires: Annotated[int, Field(ge=90, le=86400)] = 1800
     trunks: list[TrunkConfig] = Field(default_factory=list)
 
     @field_validator("listen_host")

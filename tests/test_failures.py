@@ -1,4 +1,4 @@
-"""Dependencies failing under a live bridge: the database, the homeserver."""
+"""Failures under a live bridge: the database, the homeserver, a phone that vanished."""
 
 from __future__ import annotations
 
@@ -27,7 +27,14 @@ from teststack.bridge_process import BridgeProcess
 from teststack.matrix_client import MatrixUser
 from teststack.postgres import Postgres
 from teststack.rtc_user import is_membership_of, is_ring_from, join_call
-from teststack.sipp import invite_expecting, phone_call_answered, responses, start_sipp
+from teststack.sipp import (
+    headers_of,
+    invite_expecting,
+    phone_call_answered,
+    received,
+    responses,
+    start_sipp,
+)
 
 
 async def pg_records(postgres: Postgres, database: str) -> list[dict[str, Any]]:
@@ -153,3 +160,43 @@ async def test_homeserver_down_for_a_minute_events_arrive_afterwards_in_order_an
     assert len(notices) == 1
     assert events.index(ghost_members[-1]) < notices[0], "the leave comes before the notice"
     assert await alice.state(room, CALL_MEMBER, joined["state_key"]) == {}
+
+
+async def test_a_call_nobody_refreshes_is_ended_by_its_session_timer(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    # No RTP checks: the session timer alone must find the dead call.
+    start_bridge({"SIPBRIDGE_MEDIA__RTP_TIMEOUT": "0"})
+    room = await linked_room(stack, alice)
+    # The phone asks for 90 s session timers, refreshed by itself, then never refreshes
+    # (as a phone that lost power would).
+    sipp = phone(
+        stack,
+        tmp_path,
+        phone_call_answered(
+            None,
+            caller=CALLER,
+            invite_headers=("Supported: timer", "Session-Expires: 90;refresher=uac"),
+            bye_timeout_ms=120_000,
+        ),
+    )
+    joined = await alice.wait_for_event(room, is_membership_of(GHOST))
+    await join_call(alice, room, service=stack.auth.url)
+    answered = time.monotonic()
+    result = await asyncio.to_thread(sipp.wait)
+    lasted = time.monotonic() - answered
+    assert result.ok, result.output
+    ok = next(m for m in received(result.messages) if m.startswith("SIP/2.0 200"))
+    assert headers_of(ok)["session-expires"].replace(" ", "") == "90;refresher=uac"
+    assert any(m.startswith("BYE ") for m in received(result.messages))
+    # RFC 4028 §10: the side that does not refresh sends its BYE a third before expiry.
+    assert 50 <= lasted <= 92, f"BYE after {lasted:.0f} s"
+    # And the Matrix side of the call ends with it.
+    await alice.wait_for_event(room, is_membership_of(GHOST, joined=False), timeout=30)
+    assert await alice.state(room, CALL_MEMBER, joined["state_key"]) == {}
+    record = await ended_record(tmp_path)
+    assert record["outcome"] == "completed", record
+    assert "no session refresh" in record["reason"] and "ended by the SIP stack" in record["reason"]

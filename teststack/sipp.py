@@ -81,12 +81,13 @@ def invite_expecting(final: int, caller: str = "+4940111222", caller_name: str =
 """
 
 
-def _invite(caller: str, caller_name: str) -> str:
+def _invite(caller: str, caller_name: str, extra_headers: tuple[str, ...] = ()) -> str:
+    extra = "".join(f"      {header}\n" for header in extra_headers)
     return f"""  <send retrans="500"><![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 {HEADERS.format(caller=caller, caller_name=caller_name)}
       CSeq: 1 INVITE
-      Contact: <sip:{caller}@[local_ip]:[local_port]>
+{extra}      Contact: <sip:{caller}@[local_ip]:[local_port]>
       Content-Type: application/sdp
       Content-Length: [len]
 
@@ -158,6 +159,8 @@ def phone_call_answered(
     caller: str = "+4940111222",
     caller_name: str = "SIPp",
     routed: bool = False,
+    invite_headers: tuple[str, ...] = (),
+    bye_timeout_ms: int = 60_000,
 ) -> str:
     """A phone calls, waits to be answered, then hangs up itself or waits for the BYE.
 
@@ -166,12 +169,12 @@ def phone_call_answered(
     end = (
         f'  <pause milliseconds="{hang_up_after_ms}"/>\n{bye}'
         if hang_up_after_ms is not None
-        else f'  <recv request="BYE" timeout="60000"/>\n{OK_TO_LAST}'
+        else f'  <recv request="BYE" timeout="{bye_timeout_ms}"/>\n{OK_TO_LAST}'
     )
     rrs = ' rrs="true"' if routed else ""
     return _scenario(
         "phone call, answered",
-        _invite(caller, caller_name)
+        _invite(caller, caller_name, invite_headers)
         + '  <recv response="100" optional="true"/>\n'
         + '  <recv response="180" optional="true"/>\n'
         + f'  <recv response="200" timeout="{answer_timeout_ms}"{rrs}/>\n'

@@ -57,6 +57,11 @@ CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1
 PROBE_URI = "sip:capacity-probe@127.0.0.1:9;transport=tcp"
 
 
+def _session_timer_expired(info: pj.CallInfo) -> bool:
+    # pjsip's session timer ends the dialog with this status and reason (sip_timer.c).
+    return bool(info.lastStatusCode == 408 and "session refresh" in info.lastReason.lower())
+
+
 def _trunk_uri(trunk: TrunkSettings, user: str | None = None) -> str:
     userpart = f"{user}@" if user else ""
     transport = "" if trunk.transport == "udp" else f";transport={trunk.transport}"
@@ -327,6 +332,11 @@ class SipEngine:
         acfg.mediaConfig.transportConfig.boundAddress = s.sip_host
         if s.public_host:
             acfg.mediaConfig.transportConfig.publicAddress = s.public_host
+        # Session timers when the other side supports them (most trunks do): a dialog whose
+        # refreshes stop, because a phone or proxy died without a BYE, ends on both sides.
+        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
+        acfg.callConfig.timerMinSESec = 90
+        acfg.callConfig.timerSessExpiresSec = s.session_expires
         return acfg
 
     def _create_trunk_account(self, trunk: TrunkSettings) -> _TrunkAccount:
@@ -652,6 +662,10 @@ class SipEngine:
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.emit(CallProgress(call_ref=call.ref, state="answered", sip_code=200))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if _session_timer_expired(info) and call.end_detail is None:
+                # pjsip sent this BYE itself: the other side stopped refreshing the dialog.
+                call.ended_locally = True
+                call.end_detail = "no session refresh from the other side (session timer)"
             self._state.undecided.pop(call.ref, None)
             self._state.ended.append(call.ref)
             self.emit(

@@ -53,6 +53,7 @@ class WorkerSettings(Message):
     # Only one worker registers the trunks, so registrations do not replace each other.
     register_trunks: bool = False
     rtp_timeout: float = 30.0
+    session_expires: int = 1800
     sip_jitter_ms: int = 40
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_host_addresses: list[str] = Field(default_factory=list)
