@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from teststack.bridge_process import BridgeProcess
 from teststack.configs import LocalStack
-from teststack.kamailio import Edge, dispatcher_flags
+from teststack.kamailio import Edge, all_workers_active, edge_layout
 from teststack.matrix_client import MatrixUser
 from teststack.postgres import Postgres
 from teststack.procs import free_port_pair
@@ -141,36 +140,20 @@ def with_edge(
         workers: int = 2, trunk_sources: list[str] | None = None, **edge_settings: Any
     ) -> EdgeSetup:
         """`trunk_sources`: the trunk's allowed sources instead of 127.0.0.1."""
-        trunks = [dict(t) for t in stack.config["sip"]["trunks"]]
-        if trunk_sources is not None:
-            for trunk in trunks:
-                trunk["allowed_sources"] = trunk_sources
-        section = {
-            "enabled": True,
-            "port": free_port_pair(),
-            "config_dir": str(tmp_path / "edge"),
-            "peers": [PEER],
-            **edge_settings,
-        }
-        config = {
-            **stack.config,
-            "sip": {**stack.config["sip"], "trunks": trunks},
-            "edge": section,
-            "workers": {**stack.config["workers"], "count": workers},
-        }
+        config, env = edge_layout(
+            stack.config,
+            tmp_path / "edge",
+            free_port_pair(),
+            workers,
+            trunk_sources,
+            **{"peers": [PEER], **edge_settings},
+        )
         edge = Edge(tmp_path, config)
         edges.append(edge)
         edge.start()
-        bridge = start_bridge(
-            {
-                "SIPBRIDGE_EDGE": json.dumps(section),
-                "SIPBRIDGE_WORKERS__COUNT": str(workers),
-                "SIPBRIDGE_SIP__TRUNKS": json.dumps(trunks),
-            }
-        )
+        bridge = start_bridge(env)
         wait_for(
-            lambda: set(dispatcher_flags(edge).values()) == {"AX"},
-            what="every worker active in the edge's dispatcher",
+            lambda: all_workers_active(edge), what="every worker active in the edge's dispatcher"
         )
         return EdgeSetup(edge, bridge)
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from bridge.edge.files import write_edge_config
 from bridge.sip.message import headers
 from tests.conftest import PEER, BridgeStack, EdgeSetup, ended_records, wait_for
 from tests.test_inbound_calls import NUMBER, linked_room
 from tests.test_outbound_calls import bot_dm, invite_of
-from teststack.kamailio import dispatcher_flags
+from teststack.kamailio import Edge, dispatcher_flags, edge_layout, kamailio_binary
 from teststack.matrix_client import MatrixUser
 from teststack.rawsip import SDP_OFFER, UdpPeer, ack_of, cancel_of, digest_credentials
 from teststack.rtc_user import is_ring_from, join_call, leave_call
@@ -218,3 +223,27 @@ async def test_out_of_dialog_requests_get_answers_a_worker_would_not_give(
             ),
         )
         assert ok[-1].code == 200
+
+
+@pytest.mark.parametrize(
+    "edge_settings",
+    [
+        {"peers": []},
+        {"peers": [PEER], "digest_algorithm": "MD5", "transports": ["udp"]},
+        {"peers": [PEER, {"username": "door", "password": "another long secret"}]},
+    ],
+    ids=["no peers", "MD5 over UDP only", "two peers"],
+)
+def test_kamailio_accepts_every_config_the_bridge_writes(
+    stack: BridgeStack, tmp_path: Path, edge_settings: dict[str, Any]
+) -> None:
+    config, _ = edge_layout(stack.config, tmp_path / "edge", 5070, 2, **edge_settings)
+    edge = Edge(tmp_path, config)
+    write_edge_config(edge.config, edge.directory)
+    check = subprocess.run(
+        [kamailio_binary(), "-c", "-f", str(edge.directory / "kamailio.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]

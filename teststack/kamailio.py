@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -77,3 +78,37 @@ def dispatcher_flags(edge: Edge) -> dict[str, str]:
             dest = target["DEST"]
             flags[dest["ATTRS"]["DUID"]] = dest["FLAGS"]
     return flags
+
+
+def edge_layout(
+    config: dict[str, Any],
+    edge_dir: Path,
+    port: int,
+    workers: int,
+    trunk_sources: list[str] | None = None,
+    **edge_settings: Any,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The bridge's config with an edge in front of `workers`, and the same as env overrides.
+
+    `trunk_sources`: the trunks' allowed sources instead of the ones in `config`."""
+    trunks = [dict(t) for t in config["sip"]["trunks"]]
+    if trunk_sources is not None:
+        for trunk in trunks:
+            trunk["allowed_sources"] = trunk_sources
+    section = {"enabled": True, "port": port, "config_dir": str(edge_dir), **edge_settings}
+    full = {
+        **config,
+        "sip": {**config["sip"], "trunks": trunks},
+        "edge": section,
+        "workers": {**config["workers"], "count": workers},
+    }
+    env = {
+        "SIPBRIDGE_EDGE": json.dumps(section),
+        "SIPBRIDGE_WORKERS__COUNT": str(workers),
+        "SIPBRIDGE_SIP__TRUNKS": json.dumps(trunks),
+    }
+    return full, env
+
+
+def all_workers_active(edge: Edge) -> bool:
+    return set(dispatcher_flags(edge).values()) == {"AX"}

@@ -423,6 +423,7 @@ def start_sipp(
     rate: float = 10,
     timeout: float = 60,
     transport: str = "u1",
+    extra_args: tuple[str, ...] = (),
 ) -> SippProcess:
     """Start SIPp as a caller (with a target) or as the far end of a trunk (without)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -452,6 +453,7 @@ def start_sipp(
             "-trace_msg",
             "-message_file",
             str(workdir / "messages.log"),
+            *extra_args,
         ]
     )
     return SippProcess(workdir, argv, timeout)

@@ -109,6 +109,7 @@ def generated_cfg(config: Config, directory: Path, nonce: str | None = None) -> 
             f'{ha1(edge.digest_algorithm, p.username, realm_, p.password)}";'
             for p in edge.peers
         ),
+        "\treturn;",  # Kamailio refuses an empty block (no peers)
         "}",
     ]
     return "\n".join(lines) + "\n"
