@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.setup_latency import percentile
 from bridge.matrix.rtc import CALL_MEMBER, RTC_NOTIFICATION
@@ -64,7 +66,7 @@ class Answerer:
     auth_url: str
     answered: int = 0
     in_call: set[str] = field(default_factory=set)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
 
     async def run(self) -> None:
         since, _ = await self.user.sync(None, 0)
@@ -90,8 +92,8 @@ class Answerer:
             self.in_call.discard(room)
             self._spawn(leave_call(self.user, room, "BENCH"))
 
-    def _spawn(self, work: object) -> None:
-        task = asyncio.create_task(work)  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -140,6 +142,7 @@ def setup_times(result: SippResult) -> tuple[list[float], list[float], dict[str,
 
 
 def write_inject_file(path: Path, rooms: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["SEQUENTIAL"] + [f"{number_of(i)};{caller_of(i)}" for i in range(rooms)]
     path.write_text("\n".join(lines) + "\n")
 
@@ -303,6 +306,8 @@ async def run(args: argparse.Namespace, workdir: Path, stack: LocalStack) -> Non
                     workdir, bridge, edge, args.rooms, args.soak_rate, args.soak_minutes, args.hold
                 )
             answering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answering
     finally:
         edge.stop()
 
