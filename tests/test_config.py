@@ -226,6 +226,7 @@ def test_example_config_documents_every_section() -> None:
         "database",
         "sip",
         "workers",
+        "edge",
         "media",
         "logging",
         "metrics",
