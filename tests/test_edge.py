@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from teststack.sipp import (
     phone_call_answered,
     phone_call_cancelled,
     responses,
+    run_sipp,
     start_sipp,
     trunk_answers,
 )
@@ -247,3 +250,27 @@ def test_kamailio_accepts_every_config_the_bridge_writes(
         timeout=30,
     )
     assert check.returncode == 0, check.stderr[-2000:]
+
+
+async def test_a_dead_worker_leaves_the_dispatcher_and_returns_when_restarted(
+    with_edge: Callable[..., EdgeSetup], tmp_path: Path
+) -> None:
+    setup = with_edge(workers=2)
+    first = next(w for w in setup.bridge.health()["workers"] if w["id"] == 1)
+    os.kill(first["pid"], signal.SIGKILL)
+    # The edge stops sending it calls before it is back: they all go to worker 2.
+    await asyncio.to_thread(
+        wait_for, lambda: dispatcher_flags(setup.edge)["w1"].startswith("I"), 2, "w1 off"
+    )
+    for i in range(3):
+        result = await asyncio.to_thread(
+            run_sipp, tmp_path / f"call{i}", setup.target, invite_expecting(404), "+4930999000"
+        )
+        assert result.ok, result.output
+    rows = await ended_records(tmp_path, 3)
+    assert [r["worker_id"] for r in rows] == [2, 2, 2]
+    # Restarted, it is back in the dispatcher and takes calls again.
+    await asyncio.to_thread(
+        wait_for, lambda: set(dispatcher_flags(setup.edge).values()) == {"AX"}, 15, "w1 back"
+    )
+    assert setup.bridge.health()["workers"][0]["pid"] != first["pid"]
