@@ -13,14 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PEER, BridgeStack, EdgeSetup, records
+from tests.conftest import PEER, BridgeStack, EdgeSetup, ended_records, records, wait_for
 from tests.test_inbound_calls import linked_room
 from tests.test_matrix_bot import notice_from
 from tests.test_outbound_calls import bot_dm
 from teststack.bridge_process import BridgeProcess
+from teststack.kamailio import all_workers_active
 from teststack.matrix_client import MatrixUser
 from teststack.rawsip import SDP_OFFER, UdpPeer, digest_credentials
-from teststack.sipp import invite_expecting, run_sipp
+from teststack.sipp import headers_of, invite_expecting, received, run_sipp
 
 CORPUS = Path(__file__).parent / "data" / "rfc4475"
 SIPVICIOUS = Path(sys.executable).parent
@@ -348,3 +349,42 @@ async def test_sdes_keys_are_refused_over_plain_udp(
     assert "a=crypto" not in replies[-1].text
     rows: list[dict[str, Any]] = records(tmp_path)
     assert all(r["state"] == "ended" for r in rows)
+
+
+async def test_an_invite_flood_from_a_trunk_aborts_no_worker_and_leaks_no_slot(
+    with_edge: Callable[..., EdgeSetup], tmp_path: Path
+) -> None:
+    # pjsua2 has been seen to abort under ~100 INVITEs/s (DESIGN §7); trunks are not rate
+    # limited by the edge, so the workers themselves must hold.
+    setup = with_edge(workers=2)
+    pids = worker_pids(setup.bridge)
+    flood = await asyncio.to_thread(
+        run_sipp,
+        tmp_path / "flood",
+        setup.target,
+        invite_expecting(404),
+        "+4930999000",
+        calls=400,
+        rate=100,
+        timeout=60,
+    )
+    # Each INVITE is answered: 404 by a worker, or, while both workers are busy, 503 with
+    # Retry-After by the edge (the overload answer), never left hanging.
+    finals: dict[str, tuple[int, dict[str, str]]] = {}
+    for message in received(flood.messages):
+        if message.startswith("SIP/2.0 ") and int(message[8:11]) >= 300:
+            fields = headers_of(message)
+            finals[fields["call-id"]] = (int(message[8:11]), fields)
+    assert len(finals) == 400
+    refused = [f for code, f in finals.values() if code == 503]
+    assert all(f.get("server") == "sip-edge" and "retry-after" in f for f in refused)
+    assert sum(code == 404 for code, _ in finals.values()) == flood.successful > 0
+    assert flood.successful + len(refused) == 400
+    assert worker_pids(setup.bridge) == pids
+    rows = await ended_records(tmp_path, flood.successful)  # all of them closed
+    assert {r["outcome"] for r in rows} == {"rejected"}
+    await asyncio.to_thread(
+        wait_for, lambda: all_workers_active(setup.edge), 5, "workers back in the dispatcher"
+    )
+    workers = setup.bridge.health()["workers"]
+    assert [(w["capacity"], w["active_calls"]) for w in workers] == [(4, 0), (4, 0)], workers

@@ -174,11 +174,13 @@ class CallEffects:
     async def _finish(self, action: Finish) -> None:
         ctx = self.ctx
         flow = self.flow
-        try:
-            ghost = await ctx.ghost_intent()
-            await self.side.end(ghost, action, ctx.direction is Direction.INBOUND)
-        except (MatrixError, IntentError) as e:
-            log.warning("call %s: ending the Matrix side failed: %s", ctx.record_id, e)
+        if ctx.room_id is not None:  # a call refused before it had a room has no Matrix side
+            try:
+                ghost = await ctx.ghost_intent()
+                await self.side.end(ghost, action, ctx.direction is Direction.INBOUND)
+            except Exception:
+                # Whatever went wrong on the Matrix side, the call's record is closed below.
+                log.exception("call %s: ending the Matrix side failed", ctx.record_id)
         answered_at = None
         if flow.answered_at is not None:
             answered_at = time.time() - (time.monotonic() - flow.answered_at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -24,6 +25,9 @@ class GhostDirectory:
         self._pattern = re.compile(
             f"^@{re.escape(prefix)}(.+){re.escape(suffix)}:{re.escape(config.homeserver.domain)}$"
         )
+        # One set-up per ghost at a time: two calls from a new number at once would both
+        # register and store it. Entries go when nobody holds or awaits them.
+        self._setting_up: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def user_id(self, number: str) -> UserID:
         localpart = self.config.bridge.username_template.replace("{number}", number.lower())
@@ -43,6 +47,19 @@ class GhostDirectory:
     async def intent_for(self, number: str, caller_name: str | None = None) -> IntentAPI:
         """The ghost's intent, registered and named; the name follows the latest caller id."""
         user_id = self.user_id(number)
+        lock, users = self._setting_up.get(user_id, (asyncio.Lock(), 0))
+        self._setting_up[user_id] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._set_up(user_id, number, caller_name)
+        finally:
+            lock, users = self._setting_up[user_id]
+            if users == 1:
+                del self._setting_up[user_id]
+            else:
+                self._setting_up[user_id] = (lock, users - 1)
+
+    async def _set_up(self, user_id: UserID, number: str, caller_name: str | None) -> IntentAPI:
         intent = self.az.intent.user(user_id)
         wanted = self.display_name(number, caller_name)
         known = await self.store.get(user_id)
