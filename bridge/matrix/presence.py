@@ -130,14 +130,12 @@ class GhostPresence:
             try:
                 await self.intent.api.request(Method.POST, DELAYED_EVENTS[delay_id].send, {})
                 return
-            except MatrixStandardRequestError as e:
-                if e.http_status == 404:
+            except MatrixRequestError as e:
+                if getattr(e, "http_status", None) == 404:
                     # It fired already (the homeserver sends overdue ones when it comes back):
                     # the ghost has left, and a second leave would only repeat it.
                     log.info("the delayed leave of %s had fired already", self.state_key)
                     return
-                log.info("sending the delayed leave failed (%s); leaving directly", e)
-            except MatrixRequestError as e:
                 log.info("sending the delayed leave failed (%s); leaving directly", e)
         await self.intent.api.request(Method.PUT, self._state_path(), {})
 
