@@ -11,7 +11,7 @@ import logging
 
 import pjsua2 as pj
 
-from .frames import CLOCK_RATE, FRAME_MS
+from .frames import CLOCK_RATE, FRAME_MS, SILENCE
 from .pump import FramePump
 
 log = logging.getLogger(__name__)
@@ -47,24 +47,35 @@ def audio_format() -> pj.MediaFormatAudio:
 
 
 class PumpPort(pj.AudioMediaPort):  # type: ignore[misc]
-    def __init__(self, pump: FramePump) -> None:
+    """A conference-bridge port lent to one call at a time, and kept for the next.
+
+    Ports live as long as the endpoint: pjmedia removes a port from its conference bridge
+    asynchronously, so destroying one while the clock thread runs lets that thread call
+    into a half-destroyed object and then freed memory (workers segfaulted under load).
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.pump = pump
+        self.pump: FramePump | None = None
         self.errors = 0
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
+        pump = self.pump  # read once: the polling thread may lend the port elsewhere
+        if pump is None:
+            return
         try:
             pcm = read_frame(frame)
             if pcm:
-                self.pump.frame_from_phone(pcm)
+                pump.frame_from_phone(pcm)
         except Exception:  # never let an exception cross into pjmedia's thread
             self.errors += 1
             if self.errors == 1:
                 log.exception("reading a frame from the phone failed")
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
+        pump = self.pump
         try:
-            write_frame(frame, self.pump.frame_to_phone())
+            write_frame(frame, pump.frame_to_phone() if pump is not None else SILENCE)
         except Exception:
             self.errors += 1
             if self.errors == 1:

@@ -203,7 +203,8 @@ class SipEngine:
         self.settings = settings
         self.emit = emit
         self.pumps = pumps
-        self._ports: dict[str, PumpPort] = {}
+        self._ports: dict[str, PumpPort] = {}  # lent to live calls
+        self._idle_ports: list[PumpPort] = []  # kept for the next calls (see PumpPort)
         self._stats_at = 0.0
         self._rtp_checked_at = 0.0
         self.capacity = 0
@@ -509,6 +510,13 @@ class SipEngine:
             self.pumps.close(ref)
             self._state.calls.pop(ref, None)
 
+    def _lend_port(self) -> PumpPort:
+        if self._idle_ports:
+            return self._idle_ports.pop()
+        port = PumpPort()
+        port.createPort(f"pump-{len(self._ports) + 1}-{id(port):x}", audio_format())
+        return port
+
     def _drop_port(self, ref: str) -> None:
         port = self._ports.pop(ref, None)
         call = self._state.calls.get(ref)
@@ -519,7 +527,8 @@ class SipEngine:
                 media = call.getAudioMedia(-1)
                 media.stopTransmit(port)
                 port.stopTransmit(media)
-        del port
+        port.pump = None
+        self._idle_ports.append(port)
 
     def _report_stats(self) -> None:
         now = time.monotonic()
@@ -558,6 +567,7 @@ class SipEngine:
         # Every pjsua2 object must be gone before libDestroy, or the process aborts.
         for ref in list(self._ports):
             self._drop_port(ref)
+        self._idle_ports.clear()  # every call is gone: nothing lends them any more
         self._state.calls.clear()
         self._state.undecided.clear()
         for trunk_account in self._trunks.values():
@@ -640,8 +650,8 @@ class SipEngine:
         for media in info.media:
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 audio = call.getAudioMedia(media.index)
-                port = PumpPort(self.pumps.get(call.ref))
-                port.createPort(f"call-{call.ref}", audio_format())
+                port = self._lend_port()
+                port.pump = self.pumps.get(call.ref)
                 audio.startTransmit(port)
                 port.startTransmit(audio)
                 self._ports[call.ref] = port
