@@ -186,6 +186,10 @@ def report_step(step: StepResult) -> None:
     print(f"    INVITE → 200: {describe(step.answered_ms)}")
 
 
+def worker_restarts(bridge: BridgeProcess) -> int:
+    return sum(int(w["restarts"]) for w in bridge.health()["workers"])
+
+
 def process_group(pgid: int) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
@@ -237,12 +241,15 @@ async def soak(
             await asyncio.sleep(30)
 
     sampling = asyncio.create_task(sampler())
+    restarts = worker_restarts(bridge)
     step = await run_calls(workdir / "soak", edge, rooms, rate, minutes * 60, hold)
+    restarts = worker_restarts(bridge) - restarts
     sampling.cancel()
     await asyncio.sleep(10)  # the last calls' ghosts leave, the workers settle
     sample()
     print(f"\nsoak: {minutes:.0f} min at {rate}/s, calls held {hold:.0f} s")
     report_step(step)
+    print(f"    worker restarts: {restarts}")
     print("  minute  bridge RSS MiB  bridge fds  edge RSS MiB  edge fds")
     for minute, rss, fds, edge_rss, edge_fds in samples:
         print(f"  {minute:6.1f}  {rss:14.1f}  {fds:10d}  {edge_rss:12.1f}  {edge_fds:8d}")
@@ -293,10 +300,12 @@ async def run(args: argparse.Namespace, workdir: Path, stack: LocalStack) -> Non
             )
             best = None
             for n, rate in enumerate(args.rates):
+                restarts = worker_restarts(bridge)
                 step = await run_calls(
                     workdir / f"step{n}", edge, args.rooms, rate, args.step_seconds, args.hold
                 )
                 report_step(step)
+                print(f"    worker restarts: {worker_restarts(bridge) - restarts}")
                 if step.success >= 0.999:
                     best = rate
                 await asyncio.sleep(args.hold)  # let the step's last calls clear
