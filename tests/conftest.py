@@ -137,9 +137,13 @@ def with_edge(
     edges: list[Edge] = []
 
     def start(
-        workers: int = 2, trunk_sources: list[str] | None = None, **edge_settings: Any
+        workers: int = 2,
+        trunk_sources: list[str] | None = None,
+        bridge_env: dict[str, str] | None = None,
+        **edge_settings: Any,
     ) -> EdgeSetup:
-        """`trunk_sources`: the trunk's allowed sources instead of 127.0.0.1."""
+        """`trunk_sources`: the trunk's allowed sources instead of 127.0.0.1; `bridge_env`:
+        more settings for the bridge."""
         config, env = edge_layout(
             stack.config,
             tmp_path / "edge",
@@ -151,7 +155,7 @@ def with_edge(
         edge = Edge(tmp_path, config)
         edges.append(edge)
         edge.start()
-        bridge = start_bridge(env)
+        bridge = start_bridge({**env, **(bridge_env or {})})
         wait_for(
             lambda: all_workers_active(edge), what="every worker active in the edge's dispatcher"
         )

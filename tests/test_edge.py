@@ -25,6 +25,7 @@ from teststack.sipp import (
     invite_expecting,
     phone_call_answered,
     phone_call_cancelled,
+    received,
     responses,
     run_sipp,
     start_sipp,
@@ -274,3 +275,18 @@ async def test_a_dead_worker_leaves_the_dispatcher_and_returns_when_restarted(
         wait_for, lambda: set(dispatcher_flags(setup.edge).values()) == {"AX"}, 15, "w1 back"
     )
     assert setup.bridge.health()["workers"][0]["pid"] != first["pid"]
+
+
+async def test_a_worker_that_cannot_decide_in_time_gives_503_with_retry_after(
+    stack: BridgeStack, with_edge: Callable[..., EdgeSetup], alice: MatrixUser, tmp_path: Path
+) -> None:
+    # A controller too slow to decide (overload) makes the worker answer 503; the phone gets
+    # 503 with a time to retry, not the 500 a proxy would make of it.
+    setup = with_edge(workers=1, bridge_env={"SIPBRIDGE_SIP__DECISION_TIMEOUT": "0.001"})
+    await linked_room(stack, alice)
+    result = await asyncio.to_thread(
+        start_sipp(tmp_path / "late", invite_expecting(503), setup.target, service=NUMBER).wait
+    )
+    assert result.ok, result.output
+    final = next(m for m in received(result.messages) if m.startswith("SIP/2.0 503"))
+    assert headers(final.replace("\n", "\r\n"))["retry-after"] == "30"
