@@ -226,14 +226,15 @@ async def soak(
     minutes: float,
     hold: float,
 ) -> None:
-    samples: list[tuple[float, float, int, float, int]] = []
+    samples: list[tuple[float, float, int, float, int, int]] = []
     started = time.monotonic()
 
     def sample() -> None:
         bridge_pids = [bridge.pid, *bridge.worker_pids()]
         rss, fds = rss_and_fds(bridge_pids)
         edge_rss, edge_fds = rss_and_fds(process_group(edge.process.pid))
-        samples.append(((time.monotonic() - started) / 60, rss, fds, edge_rss, edge_fds))
+        calls = sum(int(w["active_calls"]) for w in bridge.health()["workers"])
+        samples.append(((time.monotonic() - started) / 60, rss, fds, edge_rss, edge_fds, calls))
 
     async def sampler() -> None:
         while True:
@@ -250,9 +251,11 @@ async def soak(
     print(f"\nsoak: {minutes:.0f} min at {rate}/s, calls held {hold:.0f} s")
     report_step(step)
     print(f"    worker restarts: {restarts}")
-    print("  minute  bridge RSS MiB  bridge fds  edge RSS MiB  edge fds")
-    for minute, rss, fds, edge_rss, edge_fds in samples:
-        print(f"  {minute:6.1f}  {rss:14.1f}  {fds:10d}  {edge_rss:12.1f}  {edge_fds:8d}")
+    print("  minute  calls  bridge RSS MiB  bridge fds  edge RSS MiB  edge fds")
+    for minute, rss, fds, edge_rss, edge_fds, calls in samples:
+        print(
+            f"  {minute:6.1f}  {calls:5d}  {rss:14.1f}  {fds:10d}  {edge_rss:12.1f}  {edge_fds:8d}"
+        )
     warm = next((s for s in samples if s[0] >= 5), samples[0])
     last = samples[-1]
     print(
@@ -309,7 +312,8 @@ async def run(args: argparse.Namespace, workdir: Path, stack: LocalStack) -> Non
                 if step.success >= 0.999:
                     best = rate
                 await asyncio.sleep(args.hold)  # let the step's last calls clear
-            print(f"highest rate with ≥ 99.9 % successful calls: {best}/s")
+            if args.rates:
+                print(f"highest rate with ≥ 99.9 % successful calls: {best}/s")
             if args.soak_minutes:
                 await soak(
                     workdir, bridge, edge, args.rooms, args.soak_rate, args.soak_minutes, args.hold
@@ -328,15 +332,16 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=20.0, help="seconds a call lasts")
     parser.add_argument(
         "--rates",
-        type=lambda s: [float(r) for r in s.split(",")],
+        type=lambda s: [float(r) for r in s.split(",") if r],
         default=[0.25, 0.5, 0.75, 1.0],
     )
     parser.add_argument("--step-seconds", type=float, default=120.0)
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--soak-rate", type=float, default=0.4)
+    parser.add_argument("--workdir", type=Path, help="keep logs and databases here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-load-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.workdir or Path(tmp)
         stack = LocalStack(
             workdir / "stack", {BENCH_USER: "admin"}, log_level="INFO", workers=args.workers
         )
