@@ -64,7 +64,6 @@ class Answerer:
 
     user: MatrixUser
     auth_url: str
-    answered: int = 0
     in_call: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[object]] = field(default_factory=set)
 
@@ -87,7 +86,7 @@ class Answerer:
         room = str(event["room_id"])
         if event.get("type") == RTC_NOTIFICATION and room not in self.in_call:
             self.in_call.add(room)
-            self._spawn(self._answer(room))
+            self._spawn(join_call(self.user, room, "BENCH", service=self.auth_url))
         elif event.get("type") == CALL_MEMBER and not event.get("content") and room in self.in_call:
             self.in_call.discard(room)
             self._spawn(leave_call(self.user, room, "BENCH"))
@@ -96,10 +95,6 @@ class Answerer:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    async def _answer(self, room: str) -> None:
-        await join_call(self.user, room, "BENCH", service=self.auth_url)
-        self.answered += 1
 
 
 @dataclass
