@@ -273,6 +273,9 @@ class EdgeConfig(Section):
     flood_requests: Annotated[int, Field(ge=2, le=10000)] = 40
     flood_window: Annotated[int, Field(ge=1, le=60)] = 2
     # Failed authentications from one source before it is ignored for block_seconds.
+    # New calls per second each worker is given at most, from anyone (trunks too); more
+    # get 503 with Retry-After. pjsua2 aborts under bursts of ~50 INVITEs/s per worker.
+    calls_per_second_per_worker: Annotated[int, Field(ge=1, le=40)] = 20
     auth_failures: Annotated[int, Field(ge=1, le=100)] = 5
     block_seconds: Annotated[int, Field(ge=10, le=86400)] = 600
     peers: list[EdgePeerConfig] = Field(default_factory=list)

@@ -299,18 +299,18 @@ async def test_toll_fraud_battery_places_no_outbound_call(
         room = await alice.create_room(invite=[stack.bot, mallory.user_id])
         await alice.wait_for_membership(room, stack.bot, "join")
         await mallory.join(room)
-        await mallory.send_text(room, "!sip call +4930777888")
+        await mallory.send_text(room, "!sip call +4930666777")
         await alice.wait_for_event(room, notice_from(stack.bot, "not permitted"))
         got = drain(listener, 2.0)
         assert got == [], got
         # The listener does see a permitted call: the battery could have caught one.
-        await bob.send_text(dm, "!sip call +4930777888")
+        await bob.send_text(dm, "!sip call +4930666777")
         got = drain(listener, 10.0, until_first=True)
-        assert got and got[0].startswith(b"INVITE sip:+4930777888@"), got
+        assert got and got[0].startswith(b"INVITE sip:+4930666777@"), got
     finally:
         listener.close()
     rows = records(tmp_path)
-    assert all(r["direction"] == "inbound" or r["callee"] == "+4930777888" for r in rows)
+    assert all(r["direction"] == "inbound" or r["callee"] == "+4930666777" for r in rows)
 
 
 def drain(sock: socket.socket, seconds: float, until_first: bool = False) -> list[bytes]:
@@ -368,8 +368,8 @@ async def test_an_invite_flood_from_a_trunk_aborts_no_worker_and_leaks_no_slot(
         rate=100,
         timeout=60,
     )
-    # Each INVITE is answered: 404 by a worker, or, while both workers are busy, 503 with
-    # Retry-After by the edge (the overload answer), never left hanging.
+    # Each INVITE is answered: 404 by a worker, or 503 with Retry-After by the edge (over its
+    # new-call meter, or both workers busy), never left hanging.
     finals: dict[str, tuple[int, dict[str, str]]] = {}
     for message in received(flood.messages):
         if message.startswith("SIP/2.0 ") and int(message[8:11]) >= 300:

@@ -85,6 +85,7 @@ def generated_cfg(config: Config, directory: Path, nonce: str | None = None) -> 
     advertised = f" advertise {edge.advertised_host}:{edge.port}" if edge.advertised_host else ""
     public = f"{edge.advertised_host or _reachable(edge.listen_host)}:{edge.port}"
     unknown = nonce or secrets.token_hex(32)
+    new_calls_per_second = edge.calls_per_second_per_worker * config.workers.count
     lines = [
         "# Written by `python -m bridge edge-config` from the bridge's config; edits are lost.",
         *(f"listen={t}:{edge.listen_host}:{edge.port}{advertised}" for t in edge.transports),
@@ -97,6 +98,7 @@ def generated_cfg(config: Config, directory: Path, nonce: str | None = None) -> 
         f'modparam("auth", "algorithm", "{edge.digest_algorithm}")',
         f'modparam("permissions", "address_file", "{directory / TRUNKS_LIST}")',
         f'modparam("dispatcher", "list_file", "{directory / DISPATCHER_LIST}")',
+        f'modparam("ratelimit", "pipe", "1:TAILDROP:{new_calls_per_second}")',
         f'modparam("pike", "sampling_time_unit", {edge.flood_window})',
         f'modparam("pike", "reqs_density_per_unit", {edge.flood_requests})',
         f'modparam("htable", "htable", "ipban=>size=8;autoexpire={edge.block_seconds};")',

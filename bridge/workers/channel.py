@@ -39,7 +39,9 @@ class Channel(Generic[T]):
         """The next message, or None when the other end has gone."""
         try:
             line = await self._reader.readline()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as e:
+        except ConnectionError:
+            return None  # the other end died: reading again would only fail again
+        except (asyncio.LimitOverrunError, ValueError) as e:
             raise ProtocolError(f"channel broken: {e}") from e
         if not line:
             return None
