@@ -60,6 +60,20 @@ def _check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_bind_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("expected an IP address to bind to") from None
+    return value
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(repeated)}")
+
+
 class HomeserverConfig(Section):
     address: str = Field(description="URL the bridge uses to reach the homeserver")
     domain: str = Field(description="the homeserver's server_name")
@@ -220,22 +234,12 @@ class SipConfig(Section):
     session_expires: Annotated[int, Field(ge=90, le=86400)] = 1800
     trunks: list[TrunkConfig] = Field(default_factory=list)
 
-    @field_validator("listen_host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError("expected an IP address to bind to") from None
-        return value
+    _host = field_validator("listen_host")(_check_bind_address)
 
     @field_validator("trunks")
     @classmethod
     def _unique_trunks(cls, value: list[TrunkConfig]) -> list[TrunkConfig]:
-        names = [t.name for t in value]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"trunk names must be unique; repeated: {', '.join(duplicates)}")
+        _check_unique([t.name for t in value], "trunk names")
         return value
 
 
@@ -272,30 +276,20 @@ class EdgeConfig(Section):
     # Per source outside the trunks: more requests than this per window is a flood.
     flood_requests: Annotated[int, Field(ge=2, le=10000)] = 40
     flood_window: Annotated[int, Field(ge=1, le=60)] = 2
-    # Failed authentications from one source before it is ignored for block_seconds.
     # New calls per second each worker is given at most, from anyone (trunks too); more
     # get 503 with Retry-After. pjsua2 aborts under bursts of ~50 INVITEs/s per worker.
     calls_per_second_per_worker: Annotated[int, Field(ge=1, le=40)] = 20
+    # Failed authentications from one source before it is ignored for block_seconds.
     auth_failures: Annotated[int, Field(ge=1, le=100)] = 5
     block_seconds: Annotated[int, Field(ge=10, le=86400)] = 600
     peers: list[EdgePeerConfig] = Field(default_factory=list)
 
-    @field_validator("listen_host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError("expected an IP address to bind to") from None
-        return value
+    _host = field_validator("listen_host")(_check_bind_address)
 
     @field_validator("peers")
     @classmethod
     def _unique_peers(cls, value: list[EdgePeerConfig]) -> list[EdgePeerConfig]:
-        names = [p.username for p in value]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"peer usernames must be unique; repeated: {', '.join(duplicates)}")
+        _check_unique([p.username for p in value], "peer usernames")
         return value
 
 
