@@ -17,7 +17,13 @@ from bridge.sip.message import headers
 from tests.conftest import PEER, BridgeStack, EdgeSetup, ended_records, wait_for
 from tests.test_inbound_calls import NUMBER, linked_room
 from tests.test_outbound_calls import bot_dm, invite_of
-from teststack.kamailio import Edge, dispatcher_flags, edge_layout, kamailio_binary
+from teststack.kamailio import (
+    Edge,
+    all_workers_active,
+    dispatcher_flags,
+    edge_layout,
+    kamailio_binary,
+)
 from teststack.matrix_client import MatrixUser
 from teststack.rawsip import SDP_OFFER, UdpPeer, ack_of, cancel_of, digest_credentials
 from teststack.rtc_user import is_ring_from, join_call, leave_call
@@ -75,9 +81,7 @@ async def test_calls_spread_over_workers_by_load_and_a_full_pool_gets_503(
     assert all(r["source"].startswith("127.0.0.1:") for r in rows)
     assert not any(r["caller"] == "+4940999888" for r in rows)  # never reached a worker
     # Slots free again: the workers are back in the dispatcher.
-    await asyncio.to_thread(
-        wait_for, lambda: set(dispatcher_flags(setup.edge).values()) == {"AX"}, 10, "free again"
-    )
+    await asyncio.to_thread(wait_for, lambda: all_workers_active(setup.edge), 10, "free again")
 
 
 async def test_an_answered_call_through_the_edge_ends_on_its_worker(
@@ -271,9 +275,7 @@ async def test_a_dead_worker_leaves_the_dispatcher_and_returns_when_restarted(
     rows = await ended_records(tmp_path, 3)
     assert [r["worker_id"] for r in rows] == [2, 2, 2]
     # Restarted, it is back in the dispatcher and takes calls again.
-    await asyncio.to_thread(
-        wait_for, lambda: set(dispatcher_flags(setup.edge).values()) == {"AX"}, 15, "w1 back"
-    )
+    await asyncio.to_thread(wait_for, lambda: all_workers_active(setup.edge), 15, "w1 back")
     assert setup.bridge.health()["workers"][0]["pid"] != first["pid"]
 
 

@@ -514,7 +514,7 @@ class SipEngine:
         if self._idle_ports:
             return self._idle_ports.pop()
         port = PumpPort()
-        port.createPort(f"pump-{len(self._ports) + 1}-{id(port):x}", audio_format())
+        port.createPort(f"pump-{id(port):x}", audio_format())  # ports live as long as the worker
         return port
 
     def _drop_port(self, ref: str) -> None:
