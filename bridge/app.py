@@ -145,7 +145,9 @@ class Bridge:
                 EXIT_LISTEN,
             ) from e
         await self._check_homeserver()
-        self._retry_homeserver_requests()
+        # From now on ride out homeserver outages (start-up itself fails fast). Ghosts'
+        # APIs, all made after this, copy the count from the bot's.
+        self.az.intent.api.default_retry_count = self.config.homeserver.retries
         closed = await self.calls.reconcile_after_restart()
         if closed:
             log.warning("closed %d calls left open by the previous run", closed)
@@ -225,14 +227,6 @@ class Bridge:
                 self.config.appservice.address,
                 e,
             )
-
-    def _retry_homeserver_requests(self) -> None:
-        """From now on ride out homeserver outages; start-up itself fails fast instead."""
-        api = self.az.intent.api
-        api.default_retry_count = self.config.homeserver.retries
-        # Ghosts' APIs copy the parent's count when created; update any made already.
-        for child in api.children.values():
-            child.default_retry_count = self.config.homeserver.retries
 
     async def _prune_periodically(self) -> None:
         while True:
