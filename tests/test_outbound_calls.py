@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -58,16 +59,19 @@ async def portal_by_invite(user: MatrixUser, number: str = NUMBER) -> str:
     return room
 
 
-async def invited_room(user: MatrixUser, inviter: str, timeout: float = 20) -> str:
+async def wait_for_invite(
+    user: MatrixUser, inviter: str, room_id: str, timeout: float = 20
+) -> None:
+    """Until `inviter` has invited `user` to `room_id` (earlier tests may have left other
+    invites from the same ghost)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sync = await user.request("GET", "/v3/sync", params={"timeout": "0"})
-        for room_id, room in sync.get("rooms", {}).get("invite", {}).items():
-            events = room.get("invite_state", {}).get("events", [])
-            if any(e.get("sender") == inviter for e in events):
-                return str(room_id)
+        room = sync.get("rooms", {}).get("invite", {}).get(room_id, {})
+        if any(e.get("sender") == inviter for e in room.get("invite_state", {}).get("events", [])):
+            return
         await asyncio.sleep(0.3)
-    raise TimeoutError(f"no invite from {inviter}")
+    raise TimeoutError(f"no invite from {inviter} to {room_id}")
 
 
 def invite_of(result_messages: str) -> str:
@@ -87,8 +91,11 @@ async def test_sip_call_command_dials_rings_the_user_and_matrix_hangs_up(
     dm = await bot_dm(stack, bob)
     await bob.send_text(dm, "!sip call 030 777 888")
     reply = await bob.wait_for_event(dm, notice_from(stack.bot, "Calling +4930777888"))
-    portal = await invited_room(bob, GHOST)
-    assert portal in reply["content"]["body"]
+    # The reply names the portal, and the number's ghost has invited the caller there.
+    named = re.search(r"matrix\.to/#/(!\S+)", reply["content"]["body"])
+    assert named is not None, reply["content"]["body"]
+    portal = named.group(1)
+    await wait_for_invite(bob, GHOST, portal)
     await bob.join(portal)
     members = await bob.request("GET", f"/v3/rooms/{portal}/joined_members")
     assert set(members["joined"]) == {GHOST, "@bob:localhost"}  # a real DM: no bot
