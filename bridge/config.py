@@ -325,6 +325,10 @@ class MediaConfig(Section):
     sip_jitter_ms: Annotated[int, Field(ge=20, le=500)] = 40
     # A call whose phone sends no RTP for this long is ended (0: never).
     rtp_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    # Media only from the call's own peer: the address its SDP names, or (a phone behind
+    # NAT) the first packets from its signalling host, then fixed. False lets pjmedia switch
+    # to any source that sends enough packets, which lets a stranger take the call's audio.
+    strict_rtp: bool = True
     ice_servers: list[IceServerConfig] = Field(default_factory=list)
     webrtc_host_addresses: list[str] = Field(default_factory=list)
     webrtc_codecs: list[WebRtcCodec] = Field(default_factory=_webrtc_codecs)

@@ -30,6 +30,17 @@ class Metrics:
             ["direction", "outcome"],
             registry=self.registry,
         )
+        self.in_dialog_refused = Counter(
+            "bridge_sip_in_dialog_refused_total",
+            "Requests inside calls that the bridge refused (REFER, strangers), by method",
+            ["method"],
+            registry=self.registry,
+        )
+        self.rtp_dropped = Counter(
+            "bridge_rtp_foreign_packets_total",
+            "Packets to calls' media ports from others than the calls' peers, dropped",
+            registry=self.registry,
+        )
         self.worker_restarts = Counter(
             "bridge_worker_restarts_total", "Call workers restarted", registry=self.registry
         )

@@ -74,9 +74,11 @@ from ..workers.protocol import (
     FromWorker,
     IceCandidate,
     IncomingCall,
+    InDialogRefused,
     LiveKitState,
     RejectCall,
     RemoteCandidates,
+    RtpDropped,
     SendDtmf,
     SipRequestSeen,
     StartWebRtc,
@@ -213,6 +215,10 @@ class CallManager:
             runner = self._runners.get((worker_id, message.call_ref))
             if runner is not None:
                 await self._media_report(runner, self._contexts[runner], message)
+        elif isinstance(message, InDialogRefused | RtpDropped):
+            runner = self._runners.get((worker_id, message.call_ref))
+            if runner is not None:
+                await self._refused_in_call(self._contexts[runner], message)
         elif isinstance(message, TrunkRegistration):
             try:
                 await self.trunk_states.set(
@@ -244,6 +250,22 @@ class CallManager:
             side.hangup_reason = "ice_failed" if not message.detail else "user_media_failed"
             ctx.hangup_reason = "the Matrix side's media failed"
             runner.feed(HangUp("the call's media (WebRTC) failed"))
+
+    async def _refused_in_call(
+        self, ctx: CallContext, message: InDialogRefused | RtpDropped
+    ) -> None:
+        """Count what the worker refused inside a call, and note it once on the record."""
+        if isinstance(message, InDialogRefused):
+            self.s.metrics.in_dialog_refused.labels(message.method).inc()
+            await self.s.records.add_note(ctx.record_id, f"{message.sip_code}: {message.detail}")
+            return
+        before = ctx.extra.get("rtp_dropped", 0)
+        ctx.extra["rtp_dropped"] = message.packets
+        self.s.metrics.rtp_dropped.inc(max(0, message.packets - before))
+        if before == 0:
+            await self.s.records.add_note(
+                ctx.record_id, "media from a source other than the call's peer was dropped"
+            )
 
     def _note_dtmf(self, ctx: CallContext, digit: str) -> None:
         """Digits from the phone, posted as one notice once the phone pauses."""

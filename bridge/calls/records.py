@@ -43,6 +43,10 @@ class RecordKeeper:
         """Record what a live call has become (its room, its ghost's membership)."""
         await self._write(record_id, lambda: self.store.update(record_id, **fields))
 
+    async def add_note(self, record_id: str, text: str) -> None:
+        """Add a line to what the record says happened inside the call."""
+        await self._write(record_id, lambda: self.store.add_note(record_id, text))
+
     async def finish(
         self,
         record_id: str,

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from ..workers.protocol import (
     WorkerSettings,
     WorkerStats,
 )
+from . import native
+from .dialog_guard import DialogGuard, host_of
 from .message import headers, parse_logged_request, parse_name_addr, q850_cause, request_uri
 
 log = logging.getLogger(__name__)
@@ -102,17 +105,23 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]
 
 
 class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, engine: SipEngine) -> None:
+    def __init__(self, engine: SipEngine, peer_hosts: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.engine = engine
+        self.peer_hosts = peer_hosts  # where the calls it places are answered from
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         self.engine.on_incoming(self, prm)
 
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
+        # pjsua accepts presence subscriptions by default; the bridge publishes none.
+        prm.code = 403
+        prm.reason = "Forbidden"
+
 
 class _TrunkAccount(_Account):
-    def __init__(self, engine: SipEngine, trunk: TrunkSettings) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: SipEngine, trunk: TrunkSettings, peer_hosts: frozenset[str]):
+        super().__init__(engine, peer_hosts)
         self.trunk = trunk
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
@@ -138,9 +147,33 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.end_detail: str | None = None  # why the bridge ended it, for the record
         self.rx_packets = 0
         self.rx_changed = time.monotonic()
+        # Who may act inside this dialog, and whose host a NATed phone's RTP comes from.
+        self.peer_hosts: frozenset[str] = account.peer_hosts
+        self.media_host: str | None = next(iter(account.peer_hosts), None)
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.engine.on_call_state(self, prm)
+
+    # pjsua would act on these by itself (transfer, replace, renegotiate): the guard decides.
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        self.engine.guard.on_transaction(self, prm)
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        self.engine.guard.on_transfer(self, prm)
+
+    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:
+        self.engine.guard.on_replace(self, prm)
+
+    def onCallRxReinvite(self, prm: pj.OnCallRxReinviteParam) -> None:
+        prm.statusCode = self.engine.guard.offer(self, prm.offer.wholeSdp, prm.rdata.srcAddress)
+
+    def onCallRxOffer(self, prm: pj.OnCallRxOfferParam) -> None:
+        prm.statusCode = self.engine.guard.offer(self, prm.offer.wholeSdp, None)
+
+    def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
+        # Never followed: the target would bypass the dial plan and the permissions.
+        self.end_detail = f"redirected to {prm.targetUri}, which the bridge does not follow"
+        return int(pj.PJSIP_REDIRECT_STOP)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         self.engine.on_media_state(self)
@@ -203,6 +236,7 @@ class SipEngine:
         self.settings = settings
         self.emit = emit
         self.pumps = pumps
+        self.guard = DialogGuard(settings.codecs, settings.strict_rtp, emit)
         self._ports: dict[str, PumpPort] = {}  # lent to live calls
         self._idle_ports: list[PumpPort] = []  # kept for the next calls (see PumpPort)
         self._stats_at = 0.0
@@ -279,6 +313,8 @@ class SipEngine:
         cfg.uaConfig.mainThreadOnly = False
         cfg.uaConfig.maxCalls = s.max_calls
         cfg.uaConfig.userAgent = "sip-matrix-bridge"
+        # pjsua takes unsolicited message-waiting NOTIFYs by default; the bridge has no use.
+        cfg.uaConfig.mwiUnsolicitedEnabled = False
         cfg.logConfig.writer = self._writer
         cfg.logConfig.level = 4  # level 4 carries the message log, which SipRequestSeen reads
         cfg.logConfig.consoleLevel = 4
@@ -314,6 +350,10 @@ class SipEngine:
         ep.audDevManager().setNullDev()
         self._set_codecs(ep)
         ep.libStart()
+        # What pjsua advertises but the bridge refuses (docs/security.md, "In-dialog").
+        native.withdraw_capabilities(pj.PJSIP_H_ALLOW, {"REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY"})
+        native.withdraw_capabilities(pj.PJSIP_H_SUPPORTED, {"replaces", "norefersub"})
+        native.withdraw_capabilities(pj.PJSIP_H_ACCEPT, native.NOT_ACCEPTED)
         account = _Account(self)
         acfg = self._account_config(f"sip:bridge@{s.public_host or s.sip_host}:{s.sip_port}")
         account.create(acfg, True)
@@ -338,6 +378,10 @@ class SipEngine:
         acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
         acfg.callConfig.timerMinSESec = 90
         acfg.callConfig.timerSessExpiresSec = s.session_expires
+        # Every default that would let pjsua act or speak for the bridge, set explicitly.
+        acfg.callConfig.prackUse = pj.PJSUA_100REL_NOT_USED
+        acfg.presConfig.publishEnabled = False
+        acfg.mwiConfig.enabled = False
         return acfg
 
     def _create_trunk_account(self, trunk: TrunkSettings) -> _TrunkAccount:
@@ -358,9 +402,19 @@ class SipEngine:
         if self.settings.edge_proxy:
             # Trunks see the edge's address only: every request leaves through it.
             acfg.sipConfig.proxies.append(self.settings.edge_proxy)
-        account = _TrunkAccount(self, trunk)
+        account = _TrunkAccount(self, trunk, self._trunk_peer_hosts(trunk))
         account.create(acfg)
         return account
+
+    def _trunk_peer_hosts(self, trunk: TrunkSettings) -> frozenset[str]:
+        """Where a trunk's in-dialog requests come from: the edge, or the trunk itself."""
+        if self.settings.edge_source:
+            return frozenset({host_of(self.settings.edge_source)})
+        try:
+            return frozenset(socket.gethostbyname_ex(trunk.host)[2])
+        except OSError as e:
+            log.warning("trunk %s: %s does not resolve (%s)", trunk.name, trunk.host, e)
+            return frozenset({trunk.host})
 
     def _set_codecs(self, ep: _Endpoint) -> None:
         wanted = [CODEC_IDS[name] for name in self.settings.codecs]
@@ -481,12 +535,16 @@ class SipEngine:
                 self._execute(RejectCall(call_ref=ref, code=503, reason="Service Unavailable"))
 
     def _check_rtp(self) -> None:
-        """End calls whose phone went quiet on the wire (no RTP at all, not just silence)."""
+        """Each second: media sources settle, and calls whose phone went quiet on the wire
+        (no RTP at all, not just silence) end."""
         timeout = self.settings.rtp_timeout
         now = time.monotonic()
-        if not timeout or now - self._rtp_checked_at < 1.0:
+        if now - self._rtp_checked_at < 1.0:
             return
         self._rtp_checked_at = now
+        self.guard.tick([c for ref, c in self._state.calls.items() if ref in self._ports])
+        if not timeout:
+            return
         for ref in list(self._ports):
             call = self._state.calls.get(ref)
             if call is None or call.ended_locally:
@@ -507,6 +565,7 @@ class SipEngine:
         while self._state.ended:
             ref = self._state.ended.pop()
             self._drop_port(ref)
+            self.guard.release(ref)
             self.pumps.close(ref)
             self._state.calls.pop(ref, None)
 
@@ -584,6 +643,7 @@ class SipEngine:
         if text.startswith("RX ") and "Request msg" in text[:80]:
             seen = parse_logged_request(text)
             if seen is not None:
+                self.guard.seen(seen)
                 self.emit(
                     SipRequestSeen(
                         method=seen.method,
@@ -623,10 +683,12 @@ class SipEngine:
         source = prm.rdata.srcAddress
         transport = _via_transport(hdrs.get("via", ""))
         via_edge = bool(self.settings.edge_source) and source == self.settings.edge_source
+        call.peer_hosts = frozenset({host_of(source)})
         if via_edge:
             # Only the edge's own requests are believed about who really called.
             source = hdrs.get("x-bridge-source", source)
             transport = hdrs.get("x-bridge-transport", transport).lower()
+        call.media_host = host_of(source)
         self.emit(
             IncomingCall(
                 call_ref=ref,
@@ -643,12 +705,14 @@ class SipEngine:
         )
 
     def on_media_state(self, call: _Call) -> None:
-        """Connect the call's audio to its pump once its media is active (once per call)."""
-        if call.ref in self._ports:
-            return
+        """Bind the call's media to its peer (after every negotiation), and connect its audio
+        to its pump once its media is active (once per call)."""
         info = call.getInfo()
         for media in info.media:
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.guard.guard_media(call, media.index)
+                if call.ref in self._ports:
+                    return
                 audio = call.getAudioMedia(media.index)
                 port = self._lend_port()
                 port.pump = self.pumps.get(call.ref)

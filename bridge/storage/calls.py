@@ -22,6 +22,12 @@ class CallStore(Repository):
         async with self.transaction() as session:
             await session.execute(update(CallRecord).where(CallRecord.id == call_id).values(fields))
 
+    async def add_note(self, call_id: str, text: str) -> None:
+        async with self.transaction() as session:
+            record = await session.get(CallRecord, call_id, with_for_update=True)
+            if record is not None:
+                record.notes = f"{record.notes}\n{text}" if record.notes else text
+
     async def finish(
         self,
         call_id: str,

@@ -96,6 +96,8 @@ class CallRecord(Base):
     sip_code: Mapped[int | None] = mapped_column(Integer)
     q850_cause: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
+    # What was refused inside the call (a REFER, a stranger's request or media), a line each.
+    notes: Mapped[str | None] = mapped_column(Text)
     # What the call put into Matrix, so a restart can take it out again.
     ghost_user_id: Mapped[str | None] = mapped_column(String(255))
     rtc_state_key: Mapped[str | None] = mapped_column(String(255))

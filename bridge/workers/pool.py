@@ -99,6 +99,7 @@ def worker_settings(config: Config, worker: Worker) -> WorkerSettings:
         ],
         register_trunks=worker.id == 1,
         rtp_timeout=config.media.rtp_timeout,
+        strict_rtp=config.media.strict_rtp,
         session_expires=config.sip.session_expires,
         sip_jitter_ms=config.media.sip_jitter_ms,
         ice_servers=[s.model_dump(exclude_none=True) for s in config.media.ice_servers],

@@ -53,6 +53,8 @@ class WorkerSettings(Message):
     # Only one worker registers the trunks, so registrations do not replace each other.
     register_trunks: bool = False
     rtp_timeout: float = 30.0
+    # RTP only from the call's peer (docs/security.md); False: pjmedia latches to anyone.
+    strict_rtp: bool = True
     session_expires: int = 1800
     sip_jitter_ms: int = 40
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
@@ -269,6 +271,24 @@ class DtmfReceived(Message):
     method: Literal["rfc4733", "info"]
 
 
+class InDialogRefused(Message):
+    """The worker refused something inside a live call (a REFER, a stranger's request)."""
+
+    kind: Literal["InDialogRefused"] = "InDialogRefused"
+    call_ref: str
+    method: str
+    sip_code: int
+    detail: str
+
+
+class RtpDropped(Message):
+    """Packets to a call's media ports from someone other than its peer, dropped so far."""
+
+    kind: Literal["RtpDropped"] = "RtpDropped"
+    call_ref: str
+    packets: int
+
+
 class WorkerStats(Message):
     kind: Literal["WorkerStats"] = "WorkerStats"
     active_calls: int
@@ -306,6 +326,8 @@ FromWorker = Annotated[
     | WebRtcState
     | LiveKitState
     | DtmfReceived
+    | InDialogRefused
+    | RtpDropped
     | WorkerStats,
     Field(discriminator="kind"),
 ]
