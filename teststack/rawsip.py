@@ -167,3 +167,17 @@ SDP_OFFER = (
     "v=0\r\no=phone 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
     "m=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
 )
+
+
+def response_to(request: str, code: int, reason: str, extra: str = "") -> str:
+    """A UAS's response to a request it received (its Via, From, To with a tag, Call-ID,
+    CSeq), with `extra` header lines."""
+    lines = [f"SIP/2.0 {code} {reason}"]
+    for line in _header_lines(request, ("via", "v", "from", "f", "call-id", "i", "cseq")):
+        lines.append(line)
+    to = next(iter(_header_lines(request, ("to", "t"))), "To: <sip:unknown@invalid>")
+    lines.append(to if ";tag=" in to or code == 100 else f"{to};tag=far{secrets.token_hex(3)}")
+    if extra:
+        lines.extend(extra.strip("\r\n").split("\r\n"))
+    lines.append("Content-Length: 0")
+    return "\r\n".join(lines) + "\r\n\r\n"

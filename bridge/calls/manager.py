@@ -76,6 +76,7 @@ from ..workers.protocol import (
     IncomingCall,
     InDialogRefused,
     LiveKitState,
+    MakeCall,
     RejectCall,
     RemoteCandidates,
     RtpDropped,
@@ -101,6 +102,7 @@ CALL_EVENT_TYPES = {
     *LEGACY_TYPES,
 }
 DTMF_QUIET_SECONDS = 1.5
+MAX_REDIRECTS = 3
 
 
 def dial_plan(trunk: TrunkConfig | None) -> DialPlan:
@@ -200,10 +202,14 @@ class CallManager:
                     "worker %d: %s for unknown call %s", worker_id, message.kind, message.call_ref
                 )
             elif isinstance(message, CallEnded):
+                reason = message.reason
+                if message.redirect_to is not None:
+                    refusal = await self._follow_redirect(self._contexts[runner], message)
+                    if refusal is None:
+                        return
+                    reason = f"{reason}, not followed: {refusal}"
                 runner.feed(
-                    SipEnded(
-                        message.sip_code, message.reason, message.by_remote, message.q850_cause
-                    )
+                    SipEnded(message.sip_code, reason, message.by_remote, message.q850_cause)
                 )
             elif message.state == "answered":
                 runner.feed(SipAnswered())
@@ -250,6 +256,36 @@ class CallManager:
             side.hangup_reason = "ice_failed" if not message.detail else "user_media_failed"
             ctx.hangup_reason = "the Matrix side's media failed"
             runner.feed(HangUp("the call's media (WebRTC) failed"))
+
+    async def _follow_redirect(self, ctx: CallContext, ended: CallEnded) -> str | None:
+        """Dial a 3xx's target number over a trunk if the dial plan takes it, as if the user
+        had dialled it (never its host); None when dialled, else why not."""
+        hops = ctx.extra.get("redirects", 0)
+        number = uri_user(ended.redirect_to or "")
+        if ctx.direction is not Direction.OUTBOUND or ctx.matrix_user is None:
+            return "only calls the bridge placed are redirected"
+        if hops >= MAX_REDIRECTS:
+            return f"more than {MAX_REDIRECTS} redirects"
+        choice = self.choose_trunk(number, ctx.matrix_user) if number else "it names no number"
+        if isinstance(choice, str):
+            return choice
+        trunk, e164 = choice
+        ctx.extra["redirects"] = hops + 1
+        ctx.trunk = trunk.name
+        await self.s.records.add_note(
+            ctx.record_id, f"{ended.sip_code}: redirected to {ended.redirect_to}; dialled {e164}"
+        )
+        log.info("call %s: redirected; dialling %s over %s", ctx.record_id, e164, trunk.name)
+        ctx.send_to_worker(
+            MakeCall(
+                call_ref=ctx.call_ref,
+                trunk=trunk.name,
+                number=e164,
+                caller_id=ctx.caller_id,
+                caller_name=ctx.caller_name,
+            )
+        )
+        return None
 
     async def _refused_in_call(
         self, ctx: CallContext, message: InDialogRefused | RtpDropped

@@ -145,6 +145,8 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.peer_reason: str | None = None
         self.last_progress = 0
         self.end_detail: str | None = None  # why the bridge ended it, for the record
+        self.redirect_to: str | None = None
+        self.redirect_code: int | None = None
         self.rx_packets = 0
         self.rx_changed = time.monotonic()
         # Who may act inside this dialog, and whose host a NATed phone's RTP comes from.
@@ -171,8 +173,13 @@ class _Call(pj.Call):  # type: ignore[misc]
         prm.statusCode = self.engine.guard.offer(self, prm.offer.wholeSdp, None)
 
     def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
-        # Never followed: the target would bypass the dial plan and the permissions.
-        self.end_detail = f"redirected to {prm.targetUri}, which the bridge does not follow"
+        # Never followed here (pjsua would dial the target's host itself): the controller
+        # dials the target's number over a trunk if the dial plan allows it.
+        self.redirect_to = parse_name_addr(prm.targetUri).uri
+        event = prm.e
+        if event.type == pj.PJSIP_EVENT_TSX_STATE:
+            self.redirect_code = event.body.tsxState.tsx.statusCode
+        self.end_detail = f"redirected to {self.redirect_to}"
         return int(pj.PJSIP_REDIRECT_STOP)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
@@ -481,6 +488,8 @@ class SipEngine:
             call.hangup(self._op(command.code or 0, command.reason))
 
     def _make_call(self, command: MakeCall) -> None:
+        # A redirected call is dialled again under its ref: the ended one goes first.
+        self._reap_ended()
         account = self._trunks.get(command.trunk)
         if account is None:
             self._fail_outgoing(command.call_ref, 500, f"no trunk named {command.trunk}")
@@ -745,10 +754,12 @@ class SipEngine:
             self.emit(
                 CallEnded(
                     call_ref=call.ref,
-                    sip_code=info.lastStatusCode,
+                    # pjsua reports a redirect it stopped as 487; the record keeps the 3xx.
+                    sip_code=call.redirect_code or info.lastStatusCode,
                     reason=call.end_detail or info.lastReason,
                     q850_cause=q850_cause(call.peer_reason),
                     by_remote=not call.ended_locally,
+                    redirect_to=call.redirect_to,
                 )
             )
 

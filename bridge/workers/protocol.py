@@ -220,6 +220,8 @@ class CallEnded(Message):
     reason: str
     q850_cause: int | None = None
     by_remote: bool
+    # A 3xx the worker did not follow: where it pointed (the controller decides).
+    redirect_to: str | None = None
 
 
 class CallRefusedByStack(Message):
