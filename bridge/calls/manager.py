@@ -76,7 +76,6 @@ from ..workers.protocol import (
     IncomingCall,
     InDialogRefused,
     LiveKitState,
-    MakeCall,
     RejectCall,
     RemoteCandidates,
     RtpDropped,
@@ -88,6 +87,7 @@ from ..workers.protocol import (
     WebRtcState,
 )
 from .effects import CallContext, CallEffects, CallServices
+from .in_call import InCallReports
 from .runner import CallRunner
 from .sides import LegacySide, RtcSide
 
@@ -102,7 +102,6 @@ CALL_EVENT_TYPES = {
     *LEGACY_TYPES,
 }
 DTMF_QUIET_SECONDS = 1.5
-MAX_REDIRECTS = 3
 
 
 def dial_plan(trunk: TrunkConfig | None) -> DialPlan:
@@ -135,6 +134,7 @@ class CallManager:
         self.portals = portals
         self.trunk_states = trunk_states
         self.sessions = SessionTracker()
+        self.in_call = InCallReports(services.records, services.metrics, self.choose_trunk)
         self._runners: dict[tuple[int, str], CallRunner] = {}
         self._contexts: dict[CallRunner, CallContext] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -204,7 +204,7 @@ class CallManager:
             elif isinstance(message, CallEnded):
                 reason = message.reason
                 if message.redirect_to is not None:
-                    refusal = await self._follow_redirect(self._contexts[runner], message)
+                    refusal = await self.in_call.redirected(self._contexts[runner], message)
                     if refusal is None:
                         return
                     reason = f"{reason}, not followed: {refusal}"
@@ -224,7 +224,7 @@ class CallManager:
         elif isinstance(message, InDialogRefused | RtpDropped):
             runner = self._runners.get((worker_id, message.call_ref))
             if runner is not None:
-                await self._refused_in_call(self._contexts[runner], message)
+                await self.in_call.refused(self._contexts[runner], message)
         elif isinstance(message, TrunkRegistration):
             try:
                 await self.trunk_states.set(
@@ -256,52 +256,6 @@ class CallManager:
             side.hangup_reason = "ice_failed" if not message.detail else "user_media_failed"
             ctx.hangup_reason = "the Matrix side's media failed"
             runner.feed(HangUp("the call's media (WebRTC) failed"))
-
-    async def _follow_redirect(self, ctx: CallContext, ended: CallEnded) -> str | None:
-        """Dial a 3xx's target number over a trunk if the dial plan takes it, as if the user
-        had dialled it (never its host); None when dialled, else why not."""
-        hops = ctx.extra.get("redirects", 0)
-        number = uri_user(ended.redirect_to or "")
-        if ctx.direction is not Direction.OUTBOUND or ctx.matrix_user is None:
-            return "only calls the bridge placed are redirected"
-        if hops >= MAX_REDIRECTS:
-            return f"more than {MAX_REDIRECTS} redirects"
-        choice = self.choose_trunk(number, ctx.matrix_user) if number else "it names no number"
-        if isinstance(choice, str):
-            return choice
-        trunk, e164 = choice
-        ctx.extra["redirects"] = hops + 1
-        ctx.trunk = trunk.name
-        await self.s.records.add_note(
-            ctx.record_id, f"{ended.sip_code}: redirected to {ended.redirect_to}; dialled {e164}"
-        )
-        log.info("call %s: redirected; dialling %s over %s", ctx.record_id, e164, trunk.name)
-        ctx.send_to_worker(
-            MakeCall(
-                call_ref=ctx.call_ref,
-                trunk=trunk.name,
-                number=e164,
-                caller_id=ctx.caller_id,
-                caller_name=ctx.caller_name,
-            )
-        )
-        return None
-
-    async def _refused_in_call(
-        self, ctx: CallContext, message: InDialogRefused | RtpDropped
-    ) -> None:
-        """Count what the worker refused inside a call, and note it once on the record."""
-        if isinstance(message, InDialogRefused):
-            self.s.metrics.in_dialog_refused.labels(message.method).inc()
-            await self.s.records.add_note(ctx.record_id, f"{message.sip_code}: {message.detail}")
-            return
-        before = ctx.extra.get("rtp_dropped", 0)
-        ctx.extra["rtp_dropped"] = message.packets
-        self.s.metrics.rtp_dropped.inc(max(0, message.packets - before))
-        if before == 0:
-            await self.s.records.add_note(
-                ctx.record_id, "media from a source other than the call's peer was dropped"
-            )
 
     def _note_dtmf(self, ctx: CallContext, digit: str) -> None:
         """Digits from the phone, posted as one notice once the phone pauses."""

@@ -1,14 +1,13 @@
 """The pjsua2 endpoint of one call worker.
 
 Every pjsua2 call is made on the one thread that polls `libHandleEvents`, fed by a command
-queue; pjsua2 callbacks only record what happened and report it (DESIGN §7: acting on a
+queue; pjsua2 callbacks only record what happened and report it (docs/design-notes.md: acting on a
 call from inside `onIncomingCall` can abort the process). Reports go out through `emit`,
 which must be thread-safe and must not block.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -23,14 +22,13 @@ import pjsua2 as pj
 
 from ..log import redact
 from ..media.pjport import PumpPort, audio_format
-from ..media.pump import FramePump
+from ..media.pumps import PumpRegistry
 from ..workers.protocol import (
     AnswerCall,
     CallEnded,
     CallProgress,
     CallRefusedByStack,
     Drain,
-    DtmfReceived,
     HangupCall,
     IncomingCall,
     MakeCall,
@@ -46,6 +44,7 @@ from ..workers.protocol import (
 from . import native
 from .dialog_guard import DialogGuard, host_of
 from .message import headers, parse_logged_request, parse_name_addr, q850_cause, request_uri
+from .pjobjects import BridgeAccount, BridgeCall, BridgeEndpoint, LogWriter, TrunkAccount
 
 log = logging.getLogger(__name__)
 pjlog = logging.getLogger("pjsip")
@@ -81,150 +80,6 @@ class SipError(Exception):
     """The SIP stack could not start or do what was asked."""
 
 
-class _LogWriter(pj.LogWriter):  # type: ignore[misc]
-    """pjlib's log → Python logging, and every received request → SipRequestSeen."""
-
-    def __init__(self, engine: SipEngine) -> None:
-        super().__init__()
-        self.engine = engine
-
-    def write(self, entry: pj.LogEntry) -> None:
-        try:
-            self.engine.on_log(entry.level, entry.msg)
-        except Exception:  # a raise here would cross into C++
-            log.exception("log writer failed")
-
-
-class _Endpoint(pj.Endpoint):  # type: ignore[misc]
-    def __init__(self, engine: SipEngine) -> None:
-        super().__init__()
-        self.engine = engine
-
-    def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:
-        self.engine.on_refused(prm)
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, engine: SipEngine, peer_hosts: frozenset[str] = frozenset()) -> None:
-        super().__init__()
-        self.engine = engine
-        self.peer_hosts = peer_hosts  # where the calls it places are answered from
-
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        self.engine.on_incoming(self, prm)
-
-    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
-        # pjsua accepts presence subscriptions by default; the bridge publishes none.
-        prm.code = 403
-        prm.reason = "Forbidden"
-
-
-class _TrunkAccount(_Account):
-    def __init__(self, engine: SipEngine, trunk: TrunkSettings, peer_hosts: frozenset[str]):
-        super().__init__(engine, peer_hosts)
-        self.trunk = trunk
-
-    def onRegState(self, prm: pj.OnRegStateParam) -> None:
-        self.engine.on_registration(self.trunk.name, prm)
-
-
-class _Call(pj.Call):  # type: ignore[misc]
-    def __init__(
-        self,
-        engine: SipEngine,
-        account: _Account,
-        call_id: int,
-        ref: str,
-        outgoing: bool = False,
-    ) -> None:
-        super().__init__(account, call_id)
-        self.engine = engine
-        self.ref = ref
-        self.outgoing = outgoing
-        self.ended_locally = False
-        self.peer_reason: str | None = None
-        self.last_progress = 0
-        self.end_detail: str | None = None  # why the bridge ended it, for the record
-        self.redirect_to: str | None = None
-        self.redirect_code: int | None = None
-        self.rx_packets = 0
-        self.rx_changed = time.monotonic()
-        # Who may act inside this dialog, and whose host a NATed phone's RTP comes from.
-        self.peer_hosts: frozenset[str] = account.peer_hosts
-        self.media_host: str | None = next(iter(account.peer_hosts), None)
-
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        self.engine.on_call_state(self, prm)
-
-    # pjsua would act on these by itself (transfer, replace, renegotiate): the guard decides.
-    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
-        self.engine.guard.on_transaction(self, prm)
-
-    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
-        self.engine.guard.on_transfer(self, prm)
-
-    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:
-        self.engine.guard.on_replace(self, prm)
-
-    def onCallRxReinvite(self, prm: pj.OnCallRxReinviteParam) -> None:
-        prm.statusCode = self.engine.guard.offer(self, prm.offer.wholeSdp, prm.rdata.srcAddress)
-
-    def onCallRxOffer(self, prm: pj.OnCallRxOfferParam) -> None:
-        prm.statusCode = self.engine.guard.offer(self, prm.offer.wholeSdp, None)
-
-    def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
-        # Never followed here (pjsua would dial the target's host itself): the controller
-        # dials the target's number over a trunk if the dial plan allows it.
-        self.redirect_to = parse_name_addr(prm.targetUri).uri
-        event = prm.e
-        if event.type == pj.PJSIP_EVENT_TSX_STATE:
-            self.redirect_code = event.body.tsxState.tsx.statusCode
-        self.end_detail = f"redirected to {self.redirect_to}"
-        return int(pj.PJSIP_REDIRECT_STOP)
-
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
-        self.engine.on_media_state(self)
-
-    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
-        method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-        self.engine.emit(DtmfReceived(call_ref=self.ref, digit=prm.digit, method=method))
-
-
-class PumpRegistry:
-    """Each call's frame pump, made on first use from either thread."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._pumps: dict[str, FramePump] = {}
-        self._lock = threading.Lock()
-        self.closed_underruns = 0
-        self.closed_overruns = 0
-
-    def get(self, ref: str) -> FramePump:
-        with self._lock:
-            pump = self._pumps.get(ref)
-            if pump is None:
-                pump = self._pumps[ref] = FramePump(self._loop)
-            return pump
-
-    def close(self, ref: str) -> None:
-        with self._lock:
-            pump = self._pumps.pop(ref, None)
-        if pump is not None:
-            self.closed_underruns += pump.stats.underruns
-            self.closed_overruns += pump.overruns
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(pump.close)
-
-    def totals(self) -> tuple[int, int]:
-        with self._lock:
-            live = list(self._pumps.values())
-        return (
-            self.closed_underruns + sum(p.stats.underruns for p in live),
-            self.closed_overruns + sum(p.overruns for p in live),
-        )
-
-
 @dataclass
 class _Undecided:
     deadline: float
@@ -232,7 +87,7 @@ class _Undecided:
 
 @dataclass
 class EngineState:
-    calls: dict[str, _Call] = field(default_factory=dict)
+    calls: dict[str, BridgeCall] = field(default_factory=dict)
     undecided: dict[str, _Undecided] = field(default_factory=dict)
     ended: list[str] = field(default_factory=list)
     draining_retry_after: int | None = None
@@ -257,11 +112,11 @@ class SipEngine:
         self._state = EngineState()
         self._refs = itertools.count(1)
         self._last_stats: tuple[int, int, bool] | None = None
-        self._endpoint: _Endpoint | None = None
-        self._account: _Account | None = None
-        self._trunks: dict[str, _TrunkAccount] = {}
+        self._endpoint: BridgeEndpoint | None = None
+        self._account: BridgeAccount | None = None
+        self._trunks: dict[str, TrunkAccount] = {}
         # pjsua2 may keep a pointer to the writer until the process ends: never free it.
-        self._writer = _LogWriter(self)
+        self._writer = LogWriter(self)
 
     # ---- any thread -------------------------------------------------------------------
 
@@ -312,7 +167,7 @@ class SipEngine:
 
     def _init(self) -> None:
         s = self.settings
-        ep = _Endpoint(self)
+        ep = BridgeEndpoint(self)
         self._endpoint = ep
         ep.libCreate()
         cfg = pj.EpConfig()
@@ -361,7 +216,7 @@ class SipEngine:
         native.withdraw_capabilities(pj.PJSIP_H_ALLOW, {"REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY"})
         native.withdraw_capabilities(pj.PJSIP_H_SUPPORTED, {"replaces", "norefersub"})
         native.withdraw_capabilities(pj.PJSIP_H_ACCEPT, native.NOT_ACCEPTED)
-        account = _Account(self)
+        account = BridgeAccount(self)
         acfg = self._account_config(f"sip:bridge@{s.public_host or s.sip_host}:{s.sip_port}")
         account.create(acfg, True)
         self._account = account
@@ -391,7 +246,7 @@ class SipEngine:
         acfg.mwiConfig.enabled = False
         return acfg
 
-    def _create_trunk_account(self, trunk: TrunkSettings) -> _TrunkAccount:
+    def _create_trunk_account(self, trunk: TrunkSettings) -> TrunkAccount:
         user = trunk.caller_id or trunk.username or "bridge"
         acfg = self._account_config(f"sip:{user}@{trunk.host}")
         if trunk.username and trunk.password is not None:
@@ -409,7 +264,7 @@ class SipEngine:
         if self.settings.edge_proxy:
             # Trunks see the edge's address only: every request leaves through it.
             acfg.sipConfig.proxies.append(self.settings.edge_proxy)
-        account = _TrunkAccount(self, trunk, self._trunk_peer_hosts(trunk))
+        account = TrunkAccount(self, trunk, self._trunk_peer_hosts(trunk))
         account.create(acfg)
         return account
 
@@ -423,14 +278,14 @@ class SipEngine:
             log.warning("trunk %s: %s does not resolve (%s)", trunk.name, trunk.host, e)
             return frozenset({trunk.host})
 
-    def _set_codecs(self, ep: _Endpoint) -> None:
+    def _set_codecs(self, ep: BridgeEndpoint) -> None:
         wanted = [CODEC_IDS[name] for name in self.settings.codecs]
         for info in ep.codecEnum2():
             codec_id = info.codecId
             priority = 255 - wanted.index(codec_id) if codec_id in wanted else 0
             ep.codecSetPriority(codec_id, priority)
 
-    def _probe_capacity(self, account: _Account) -> int:
+    def _probe_capacity(self, account: BridgeAccount) -> int:
         """Count the call slots pjsua really has (the wheel caps them below maxCalls)."""
         probes: list[pj.Call] = []
         for _ in range(self.settings.max_calls):
@@ -494,7 +349,7 @@ class SipEngine:
         if account is None:
             self._fail_outgoing(command.call_ref, 500, f"no trunk named {command.trunk}")
             return
-        call = _Call(self, account, pj.PJSUA_INVALID_ID, command.call_ref, outgoing=True)
+        call = BridgeCall(self, account, pj.PJSUA_INVALID_ID, command.call_ref, outgoing=True)
         prm = pj.CallOpParam(True)
         trunk = account.trunk
         if command.caller_id and command.caller_id != trunk.caller_id:
@@ -672,9 +527,9 @@ class SipEngine:
         elif level == 3:
             pjlog.debug("%s", text.rstrip())
 
-    def on_incoming(self, account: _Account, prm: pj.OnIncomingCallParam) -> None:
+    def on_incoming(self, account: BridgeAccount, prm: pj.OnIncomingCallParam) -> None:
         ref = f"{self.settings.worker_id}.{next(self._refs)}"
-        call = _Call(self, account, prm.callId, ref)
+        call = BridgeCall(self, account, prm.callId, ref)
         self._state.calls[ref] = call
         message = prm.rdata.wholeMsg
         hdrs = headers(message)
@@ -713,7 +568,7 @@ class SipEngine:
             )
         )
 
-    def on_media_state(self, call: _Call) -> None:
+    def on_media_state(self, call: BridgeCall) -> None:
         """Bind the call's media to its peer (after every negotiation), and connect its audio
         to its pump once its media is active (once per call)."""
         info = call.getInfo()
@@ -731,7 +586,7 @@ class SipEngine:
                 log.debug("call %s: audio connected", call.ref)
                 return
 
-    def on_call_state(self, call: _Call, prm: pj.OnCallStateParam) -> None:
+    def on_call_state(self, call: BridgeCall, prm: pj.OnCallStateParam) -> None:
         info = call.getInfo()
         cause = self._peer_q850(prm)
         if cause is not None:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from ..media.dtmf_rtp import enable_telephone_events
 from ..media.livekit_leg import LiveKitLeg
+from ..media.pumps import PumpRegistry
 from ..media.webrtc import WebRtcLeg, restrict_host_addresses
-from ..sip.engine import PumpRegistry
 from .protocol import (
     LiveKitMembers,
     LiveKitState,

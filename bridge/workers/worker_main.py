@@ -10,7 +10,8 @@ import socket
 import time
 
 from ..log import setup_logging
-from ..sip.engine import PumpRegistry, SipEngine, SipError
+from ..media.pumps import PumpRegistry
+from ..sip.engine import SipEngine, SipError
 from .channel import Channel
 from .media_legs import MediaLegs
 from .protocol import (
