@@ -174,6 +174,14 @@ async def test_in_dialog_requests_get_the_bridges_answers_and_dial_nothing(
             # (docs/security.md); the edge checks where in-dialog requests come from.
             bye = await asyncio.to_thread(phone.request, "BYE", "", "", stranger)
             assert codes(bye) == [403]
+    # A request for a dialog nobody set up, along the same route: no such call.
+    forged = DialogPhone(layout.target, NUMBER)
+    forged.to_tag, forged.routes, forged.remote_target = "forged", phone.routes, phone.remote_target
+    nowhere = await asyncio.to_thread(forged.request, "INFO")
+    forged.close()
+    assert codes(nowhere) == [481]
+    if layout.name == "edge":
+        assert nowhere[-1].header("Server") == "sip-edge"  # stopped at the edge
     # An INVITE that would replace the live call (RFC 3891) is refused.
     with UdpPeer() as other:
         dialog = f"{phone.call_id};to-tag={phone.to_tag};from-tag={phone.from_tag}"

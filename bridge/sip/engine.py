@@ -1,9 +1,9 @@
 """The pjsua2 endpoint of one call worker.
 
 Every pjsua2 call is made on the one thread that polls `libHandleEvents`, fed by a command
-queue; pjsua2 callbacks only record what happened and report it (docs/design-notes.md: acting on a
-call from inside `onIncomingCall` can abort the process). Reports go out through `emit`,
-which must be thread-safe and must not block.
+queue; pjsua2 callbacks only record what happened and report it (acting on a call from
+inside `onIncomingCall` can abort the process: docs/design-notes.md). Reports go out
+through `emit`, which must be thread-safe and must not block.
 """
 
 from __future__ import annotations
