@@ -212,7 +212,7 @@ class SipEngine:
         ep.audDevManager().setNullDev()
         self._set_codecs(ep)
         ep.libStart()
-        # What pjsua advertises but the bridge refuses (docs/security.md, "In-dialog").
+        # What pjsua advertises but the bridge refuses (docs/security.md, in-call requests).
         native.withdraw_capabilities(pj.PJSIP_H_ALLOW, {"REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY"})
         native.withdraw_capabilities(pj.PJSIP_H_SUPPORTED, {"replaces", "norefersub"})
         native.withdraw_capabilities(pj.PJSIP_H_ACCEPT, native.NOT_ACCEPTED)

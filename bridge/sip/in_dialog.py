@@ -1,9 +1,9 @@
 """What the bridge answers to a request inside an established call (pure; no SIP stack).
 
-pjsua2 acts on in-dialog requests by itself: it follows a REFER and dials the target, answers
-MESSAGE with 200 and drops the text, and answers INFO, OPTIONS, NOTIFY or an unknown method
-with `500 Unhandled by dialog usages` (docs/security.md, "In-dialog requests"). The engine
-asks `decide` first and answers with its verdict; only what is left to the stack (`None`)
+pjsua2 acts on in-dialog requests by itself: it follows a REFER and dials the target,
+answers MESSAGE with 200 and drops the text, and answers INFO, OPTIONS, NOTIFY or an unknown
+method with `500 Unhandled by dialog usages` (docs/security.md, "Inside an answered call").
+The engine asks `decide` first and answers with its verdict; only what is left to the stack (`None`)
 reaches pjsua2's own handling: BYE, ACK, CANCEL, PRACK, DTMF in INFO, and media offers,
 which `offer_answer` checks.
 """
