@@ -264,19 +264,21 @@ class SipEngine:
         if self.settings.edge_proxy:
             # Trunks see the edge's address only: every request leaves through it.
             acfg.sipConfig.proxies.append(self.settings.edge_proxy)
-        account = TrunkAccount(self, trunk, self._trunk_peer_hosts(trunk))
+        hosts = self._trunk_hosts(trunk)
+        # With the edge, the trunk's in-dialog requests come from the edge; its media never.
+        signalling = {host_of(self.settings.edge_source)} if self.settings.edge_source else hosts
+        account = TrunkAccount(self, trunk, frozenset(signalling), hosts[0])
         account.create(acfg)
         return account
 
-    def _trunk_peer_hosts(self, trunk: TrunkSettings) -> frozenset[str]:
-        """Where a trunk's in-dialog requests come from: the edge, or the trunk itself."""
-        if self.settings.edge_source:
-            return frozenset({host_of(self.settings.edge_source)})
+    @staticmethod
+    def _trunk_hosts(trunk: TrunkSettings) -> list[str]:
+        """The trunk's addresses (its host name resolved once, at start)."""
         try:
-            return frozenset(socket.gethostbyname_ex(trunk.host)[2])
+            return socket.gethostbyname_ex(trunk.host)[2]
         except OSError as e:
             log.warning("trunk %s: %s does not resolve (%s)", trunk.name, trunk.host, e)
-            return frozenset({trunk.host})
+            return [trunk.host]
 
     def _set_codecs(self, ep: BridgeEndpoint) -> None:
         wanted = [CODEC_IDS[name] for name in self.settings.codecs]

@@ -46,10 +46,16 @@ class BridgeEndpoint(pj.Endpoint):  # type: ignore[misc]
 
 
 class BridgeAccount(pj.Account):  # type: ignore[misc]
-    def __init__(self, engine: SipEngine, peer_hosts: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        engine: SipEngine,
+        peer_hosts: frozenset[str] = frozenset(),
+        media_host: str | None = None,
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.peer_hosts = peer_hosts  # where the calls it places are answered from
+        self.media_host = media_host  # and where their far end's own host is
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         self.engine.on_incoming(self, prm)
@@ -61,8 +67,10 @@ class BridgeAccount(pj.Account):  # type: ignore[misc]
 
 
 class TrunkAccount(BridgeAccount):
-    def __init__(self, engine: SipEngine, trunk: TrunkSettings, peer_hosts: frozenset[str]):
-        super().__init__(engine, peer_hosts)
+    def __init__(
+        self, engine: SipEngine, trunk: TrunkSettings, peer_hosts: frozenset[str], media_host: str
+    ) -> None:
+        super().__init__(engine, peer_hosts, media_host)
         self.trunk = trunk
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
@@ -92,7 +100,7 @@ class BridgeCall(pj.Call):  # type: ignore[misc]
         self.rx_changed = time.monotonic()
         # Who may act inside this dialog, and whose host a NATed phone's RTP comes from.
         self.peer_hosts: frozenset[str] = account.peer_hosts
-        self.media_host: str | None = next(iter(account.peer_hosts), None)
+        self.media_host: str | None = account.media_host
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.engine.on_call_state(self, prm)
