@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -265,3 +266,25 @@ async def test_calling_out_from_an_encrypted_portal_is_refused_before_dialling(
             listener.recv(4096)  # no INVITE left the bridge
     finally:
         listener.close()
+
+
+async def test_the_auth_service_lets_a_browser_ask_for_a_token(stack: BridgeStack) -> None:
+    """Element Call runs in a page of another origin: the preflight and the answers carry
+    CORS headers, as lk-jwt-service's do."""
+    preflight = {
+        "Origin": "http://127.0.0.1:9999",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    async with aiohttp.ClientSession() as session:
+        for path in ("/sfu/get", "/get_token"):
+            async with session.options(f"{stack.auth.url}{path}", headers=preflight) as response:
+                assert response.status == 200
+                assert response.headers["Access-Control-Allow-Origin"] == "*"
+                assert response.headers["Access-Control-Allow-Methods"] == "POST"
+                assert "Content-Type" in response.headers["Access-Control-Allow-Headers"]
+            async with session.post(
+                f"{stack.auth.url}{path}", json={}, headers={"Origin": preflight["Origin"]}
+            ) as response:
+                assert response.status == 400  # still the real contract: exact fields
+                assert response.headers["Access-Control-Allow-Origin"] == "*"

@@ -30,6 +30,29 @@ GET_TOKEN_FIELDS = {"room_id", "slot_id", "openid_token", "member"}
 MEMBER_FIELDS = {"id", "claimed_user_id", "claimed_device_id"}
 
 
+# What lk-jwt-service sends with every answer of its token endpoints (its corsJSON), so a
+# browser (Element Call) may call it from another origin; a preflight gets 200 and these.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Accept, Content-Type, Content-Length, Accept-Encoding, "
+    "X-CSRF-Token",
+}
+CORS_PATHS = ("/sfu/get", "/get_token")
+
+
+@web.middleware
+async def _cors(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path not in CORS_PATHS:
+        return await handler(request)  # type: ignore[no-any-return]
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=200)
+    else:
+        response = await handler(request)
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
 def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
 
@@ -47,7 +70,9 @@ class AuthServiceStandIn:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[_cors])
+        for path in CORS_PATHS:
+            app.router.add_route("OPTIONS", path, self._health)  # answered by _cors
         app.router.add_post("/sfu/get", self._sfu_get)
         app.router.add_post("/get_token", self._get_token)
         app.router.add_get("/_test/health", self._health)
