@@ -73,7 +73,8 @@ def homeserver_config(
         "rc_invites": {"per_room": _GENEROUS, "per_user": _GENEROUS, "per_issuer": _GENEROUS},
         "rc_delayed_event_mgmt": _GENEROUS,
         "rc_room_creation": _GENEROUS,
-        "experimental_features": {"msc3266_enabled": True},
+        # MSC4075: the push rules that make a ring notification ring (docs/element-x.md).
+        "experimental_features": {"msc3266_enabled": True, "msc4075_enabled": True},
     }
 
 
