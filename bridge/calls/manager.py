@@ -19,6 +19,7 @@ from mautrix.types import RoomID, UserID
 from ..config import Config, PermissionLevel, TrunkConfig
 from ..core.callflow import (
     CallFlow,
+    CallState,
     Declined,
     Direction,
     HangUp,
@@ -102,6 +103,7 @@ CALL_EVENT_TYPES = {
     *LEGACY_TYPES,
 }
 DTMF_QUIET_SECONDS = 1.5
+DIALLING = (CallState.DIALING, CallState.PROCEEDING)
 
 
 def dial_plan(trunk: TrunkConfig | None) -> DialPlan:
@@ -203,7 +205,8 @@ class CallManager:
                 )
             elif isinstance(message, CallEnded):
                 reason = message.reason
-                if message.redirect_to is not None:
+                # Redirects are followed only while the call is still being placed.
+                if message.redirect_to is not None and runner.flow.state in DIALLING:
                     refusal = await self.in_call.redirected(self._contexts[runner], message)
                     if refusal is None:
                         return
