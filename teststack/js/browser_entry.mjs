@@ -5,7 +5,7 @@ import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 logger.setLevel("warn");
-const state = { client: null, call: null, states: [], hangupReason: null, error: null };
+const state = { client: null, call: null, states: [], error: null };
 
 async function login(baseUrl, userId, password) {
   const response = await fetch(`${baseUrl}/_matrix/client/v3/login`, {
@@ -28,7 +28,6 @@ async function login(baseUrl, userId, password) {
 function watch(call) {
   state.call = call;
   call.on(CallEvent.State, (s) => state.states.push(s));
-  call.on(CallEvent.Hangup, () => { state.hangupReason = call.hangupReason; });
   call.on(CallEvent.Error, (e) => { state.error = String(e && e.message || e); });
 }
 
@@ -93,8 +92,11 @@ async function sendDtmf(digits) {
   }
 }
 
+// Read from the call itself: the SDK sets the reason and the Ended state together, but emits
+// its Hangup event only after collecting call stats, so a listener could still be unset.
 function status() {
-  return { states: state.states, hangupReason: state.hangupReason, error: state.error,
+  return { states: state.states, hangupReason: state.call ? state.call.hangupReason : null,
+           error: state.error,
            callState: state.call ? state.call.state : null,
            dialPad: state.call ? state.call.opponentSupportsDTMF() : false };
 }
