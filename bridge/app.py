@@ -7,8 +7,9 @@ import logging
 import signal
 import time
 from datetime import timedelta
+from typing import Any
 
-from mautrix.errors import MatrixConnectionError, MatrixRequestError, MUnknownToken
+from mautrix.errors import MatrixConnectionError, MatrixError, MatrixRequestError, MUnknownToken
 
 from .calls.effects import CallServices, SipSender
 from .calls.manager import CallManager
@@ -18,6 +19,7 @@ from .commands.processor import CommandProcessor
 from .commands.registry import CommandRegistry
 from .commands.telephony import register_telephony
 from .config import Config
+from .crypto.device import BotDevice
 from .edge.sync import EdgeSync
 from .matrix.appservice import BridgeAppService
 from .matrix.events import MatrixEventRouter
@@ -28,6 +30,7 @@ from .matrix.rooms import RoomAccess
 from .metrics import Metrics, MetricsServer
 from .status import BridgeStatus, StatusCollector
 from .storage.calls import CallStore
+from .storage.crypto import CryptoStore
 from .storage.database import Database, StorageError
 from .storage.ghosts import GhostStore
 from .storage.inbox import InboxStore
@@ -68,9 +71,11 @@ class Bridge:
         self.trunk_states = TrunkStateStore(self.db)
         self.portals = PortalStore(self.db)
         self.inbox: InboxProcessor | None = None
+        self.bot_device: BotDevice | None = None
         self.az = BridgeAppService(
             inbox=self.inbox_store,
             on_stored=self._wake_inbox,
+            on_device_messages=self._device_messages if config.bridge.encryption != "off" else None,
             hs_token=config.appservice.hs_token,
             server=config.homeserver.address,
             domain=config.homeserver.domain,
@@ -80,7 +85,9 @@ class Bridge:
             verify_ssl=config.homeserver.verify_tls,
             bridge_name="sip",
         )
-        self.rooms = RoomAccess(self.az)
+        if config.bridge.encryption != "off":
+            self.bot_device = BotDevice(self.az, CryptoStore(self.db), config.appservice.as_token)
+        self.rooms = RoomAccess(self.az, self.bot_device)
         self.ghosts = GhostDirectory(config, self.az, GhostStore(self.db))
         self.records = RecordKeeper(self.call_store)
         self.sip = SipSender()
@@ -121,6 +128,10 @@ class Bridge:
         self._stopping = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
 
+    async def _device_messages(self, body: dict[str, Any]) -> None:
+        if self.bot_device is not None and self.bot_device.machine is not None:
+            await self.bot_device.on_transaction(body)
+
     def _wake_inbox(self) -> None:
         if self.inbox is not None:
             self.inbox.wake()
@@ -148,6 +159,8 @@ class Bridge:
         # From now on ride out homeserver outages (start-up itself fails fast). Ghosts'
         # APIs, all made after this, copy the count from the bot's.
         self.az.intent.api.default_retry_count = self.config.homeserver.retries
+        if self.bot_device is not None:
+            await self._start_bot_device(self.bot_device)
         closed = await self.calls.reconcile_after_restart()
         if closed:
             log.warning("closed %d calls left open by the previous run", closed)
@@ -187,6 +200,17 @@ class Bridge:
             len(self.pool.workers),
             self.pool.capacity,
         )
+
+    async def _start_bot_device(self, device: BotDevice) -> None:
+        try:
+            await device.start()
+        except MatrixError as e:
+            raise StartupError(
+                f"bridge.encryption is on but the homeserver refused the bot's encryption "
+                f"device ({e}); see docs/encryption.md for what Synapse needs",
+                EXIT_HOMESERVER,
+            ) from e
+        log.info("encryption on: the bot's device is %s", device.ready.device_id)
 
     async def _check_homeserver(self) -> None:
         intent = self.az.intent

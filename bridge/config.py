@@ -131,6 +131,8 @@ class BridgeConfig(Section):
     displayname_template: str = Field("{name}", description="{name} is caller name or number")
     command_prefix: str = "!sip"
     permissions: dict[str, PermissionLevel] = Field(default_factory=dict)
+    # off: encrypted rooms are not read; allow: the bot reads and answers in them.
+    encryption: Literal["off", "allow"] = "off"
 
     @field_validator("username_template")
     @classmethod

@@ -21,6 +21,16 @@ def user_namespaces(config: Config) -> list[dict[str, Any]]:
     ]
 
 
+# What an encrypting appservice asks of Synapse (docs/encryption.md): to-device messages in
+# its transactions (MSC2409/MSC4203), key counts and device lists (MSC3202), and devices of
+# its own (MSC4190).
+ENCRYPTION_REGISTRATION = {
+    "receive_ephemeral": True,
+    "org.matrix.msc3202": True,
+    "io.element.msc4190": True,
+}
+
+
 def registration_for(config: Config, as_token: str, hs_token: str) -> dict[str, Any]:
     return {
         "id": config.appservice.id,
@@ -30,6 +40,7 @@ def registration_for(config: Config, as_token: str, hs_token: str) -> dict[str, 
         "sender_localpart": config.bridge.bot.username,
         "rate_limited": False,
         "namespaces": {"users": user_namespaces(config), "aliases": [], "rooms": []},
+        **(ENCRYPTION_REGISTRATION if config.bridge.encryption != "off" else {}),
     }
 
 

@@ -42,7 +42,7 @@ def bridge_config(
             "hostname": "127.0.0.1",
             "port": ports.appservice,
         },
-        "bridge": {"permissions": permissions},
+        "bridge": {"permissions": permissions, "encryption": "allow"},
         "sip": {
             "listen_host": "127.0.0.1",
             "port": ports.sip,

@@ -62,3 +62,40 @@ def rtc_view(base_url: str, user_id: str, password: str, room_id: str) -> RtcVie
         raise RuntimeError(f"matrix-js-sdk check printed no result: {done.stdout[-2000:]}")
     data = json.loads(lines[-1].removeprefix("RTC-VIEW "))
     return RtcView(data["memberships"], data["notifications"])
+
+
+def encrypted_chat(
+    base_url: str,
+    user_id: str,
+    password: str,
+    bot: str,
+    command: str,
+    expect: str,
+    timeout_ms: int = 30000,
+) -> dict[str, Any]:
+    """A user on matrix-js-sdk's Rust crypto makes an encrypted room with the bot, sends
+    `command` and reads the greeting and the answer matching `expect` (see the script)."""
+    script = STACK_DIR / "js" / "encrypted_chat.mjs"
+    script.write_text((ROOT / "teststack" / "js" / script.name).read_text())
+    job = {
+        "baseUrl": base_url,
+        "userId": user_id,
+        "password": password,
+        "bot": bot,
+        "command": command,
+        "expect": expect,
+        "timeoutMs": timeout_ms,
+    }
+    done = subprocess.run(
+        [str(NODE), str(script), json.dumps(job)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_ms / 1000 + 60,
+        cwd=STACK_DIR / "js",
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("CHAT-RESULT ")]
+    if not lines:
+        raise RuntimeError(f"the encrypted chat printed no result: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("CHAT-RESULT "))
+    result["log"] = done.stderr[-3000:]
+    return result

@@ -73,8 +73,15 @@ def homeserver_config(
         "rc_invites": {"per_room": _GENEROUS, "per_user": _GENEROUS, "per_issuer": _GENEROUS},
         "rc_delayed_event_mgmt": _GENEROUS,
         "rc_room_creation": _GENEROUS,
-        # MSC4075: the push rules that make a ring notification ring (docs/element-x.md).
-        "experimental_features": {"msc3266_enabled": True, "msc4075_enabled": True},
+        # MSC4075: the push rules that make a ring notification ring (docs/element-x.md);
+        # MSC2409 and MSC3202: to-device messages and key counts for the bridge's devices
+        # (docs/encryption.md).
+        "experimental_features": {
+            "msc3266_enabled": True,
+            "msc4075_enabled": True,
+            "msc2409_to_device_messages_enabled": True,
+            "msc3202_transaction_extensions": True,
+        },
     }
 
 

@@ -163,13 +163,13 @@ class CallEffects:
         # The ghost speaks in its own rooms (portals have no bot); the bot is the fallback.
         sender = self.s.rooms.bot if by_bot else await self.ctx.ghost_intent()
         try:
-            await sender.send_notice(room, text)
+            await self.s.rooms.notice(sender, room, text)
         except (MatrixError, IntentError) as e:
             log.warning(
                 "call %s: notice %r not sent as %s: %s", self.ctx.record_id, text, sender.mxid, e
             )
             if sender is not self.s.rooms.bot:
-                await self.s.rooms.bot.send_notice(room, text)
+                await self.s.rooms.notice(self.s.rooms.bot, room, text)
 
     async def _finish(self, action: Finish) -> None:
         ctx = self.ctx

@@ -8,7 +8,9 @@ from bridge.crypto.olm_machine import (
     DecryptionError,
     MissingSessionError,
     OlmMachine,
+    pickle_machine,
     read_device_keys,
+    unpickle_machine,
 )
 
 ROOM = "!room:localhost"
@@ -118,3 +120,21 @@ def test_the_room_session_rotates_after_a_week() -> None:
     first = alice.room_session(ROOM, 0).session.session_id
     assert alice.room_session(ROOM, 1000).session.session_id == first
     assert alice.room_session(ROOM, 8 * 24 * 3600 * 1000).session.session_id != first
+
+
+def test_a_pickled_device_keeps_its_identity_and_sessions() -> None:
+    bot, alice = pair()
+    connect(alice, bot)
+    session = alice.room_session(ROOM, 0)
+    key = alice.encrypt_to_device(
+        device_of(bot), "m.room_key", alice.room_key_content(ROOM, session)
+    )
+    bot.accept_room_key(bot.decrypt_to_device({"sender": alice.user_id, "content": key}))
+    secret = bytes(range(32))
+    restored = unpickle_machine(bot.user_id, bot.device_id, pickle_machine(bot, secret), secret)
+    assert restored.curve25519 == bot.curve25519
+    content = alice.encrypt_room_event(ROOM, "m.room.message", {"body": "after restart"}, 0)
+    clear = restored.decrypt_room_event({"room_id": ROOM, "content": content})
+    assert clear["content"]["body"] == "after restart"
+    with pytest.raises(ValueError):
+        unpickle_machine(bot.user_id, bot.device_id, pickle_machine(bot, secret), bytes(32))

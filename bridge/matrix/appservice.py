@@ -78,6 +78,7 @@ class BridgeAppService(AppService):
         inbox: InboxStore,
         on_stored: Callable[[], None],
         hs_token: str,
+        on_device_messages: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -88,6 +89,8 @@ class BridgeAppService(AppService):
         )
         self.inbox = inbox
         self.on_stored = on_stored
+        # To-device messages, key counts and device lists (encryption), before the events.
+        self.on_device_messages = on_device_messages
 
     def _check_token(self, request: web.Request) -> bool:
         token = presented_token(request)
@@ -102,6 +105,17 @@ class BridgeAppService(AppService):
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
             return _error(400, "M_BAD_JSON", "The transaction has no 'events' list")
+        if self.on_device_messages is not None:
+            try:
+                await self.on_device_messages(body)
+            except StorageError as e:
+                log.error(
+                    "transaction %s: keys not stored, the homeserver will retry: %s", txn_id, e
+                )
+                return _error(503, "M_UNKNOWN", "The bridge cannot store keys right now")
+            except Exception:
+                # A to-device message is never worth losing the room events behind it.
+                log.exception("transaction %s: its to-device part failed", txn_id)
         usable = []
         for index, event in enumerate(events):
             missing = missing_fields(event)

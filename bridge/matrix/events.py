@@ -24,6 +24,8 @@ from mautrix.types import (
 from ..calls.manager import CALL_EVENT_TYPES, CallManager
 from ..commands.processor import CommandProcessor
 from ..config import Config, PermissionLevel
+from ..crypto.device import ENCRYPTED
+from ..crypto.olm_machine import DecryptionError, MissingSessionError
 from ..storage.portals import PortalStore
 from .ghosts import GhostDirectory
 from .inbox import PermanentEventError
@@ -34,6 +36,10 @@ from .rtc import CALL_MEMBER
 log = logging.getLogger(__name__)
 
 NOT_PERMITTED_INVITE = "You are not permitted to use this bridge."
+
+
+class KeyNotArrivedError(Exception):
+    """An encrypted event whose room key has not reached the bot yet (retried)."""
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
@@ -76,6 +82,8 @@ class MatrixEventRouter:
         return user_id == self.config.bot_mxid or self.ghosts.is_ghost(user_id)
 
     async def handle(self, raw: dict[str, Any]) -> None:
+        if raw.get("type") == ENCRYPTED and "state_key" not in raw:
+            raw = self._decrypted(raw)
         event = parse_event(raw)
         if isinstance(event, StateEvent):
             await self.bot.state_store.update_state(event)
@@ -85,6 +93,18 @@ class MatrixEventRouter:
             await self._membership(event)
         elif event.type == EventType.ROOM_MESSAGE:
             await self._message(event)
+
+    def _decrypted(self, raw: dict[str, Any]) -> dict[str, Any]:
+        device = self.rooms.bot_device
+        if device is None:
+            return raw  # encryption is off: nothing here reads it
+        try:
+            return device.decrypt(raw)
+        except MissingSessionError as e:
+            # Its key is usually a moment behind it: the inbox retries with back-off.
+            raise KeyNotArrivedError(f"event {raw['event_id']} from {raw['sender']}: {e}") from e
+        except DecryptionError as e:
+            raise PermanentEventError(f"cannot decrypt {raw['event_id']}: {e}") from e
 
     async def _membership(self, event: Event) -> None:
         assert isinstance(event, StateEvent)
@@ -156,4 +176,4 @@ class MatrixEventRouter:
             re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line, quote=False))
             for line in text.split("\n")
         )
-        await self.bot.send_notice(room_id, text, html=formatted)
+        await self.rooms.notice(self.bot, room_id, text, formatted)

@@ -10,8 +10,10 @@ from mautrix.appservice import AppService, IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
 
-from .room_state import State, may_send, required_level, slot
+from ..crypto.device import BotDevice
+from .room_state import State, is_encrypted, may_send, required_level, slot
 from .rtc import CALL_MEMBER, RTC_SLOT, SLOT_ID, slot_is_open, slot_open_content
+from .send import send_event
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,9 @@ CALL_MEMBER_EVENT = EventType.find(CALL_MEMBER, EventType.Class.STATE)
 
 
 class RoomAccess:
-    def __init__(self, az: AppService) -> None:
+    def __init__(self, az: AppService, bot_device: BotDevice | None = None) -> None:
         self.az = az
+        self.bot_device = bot_device  # set when the bridge works in encrypted rooms
         # Rooms where no bridge user may open the call slot or send memberships, and why.
         self.lacking_power: dict[str, str] = {}
 
@@ -43,6 +46,20 @@ class RoomAccess:
         reader = intent or self.bot
         events = await reader.api.request(Method.GET, Path.v3.rooms[RoomID(room_id)].state)
         return [e for e in events if isinstance(e, dict)]
+
+    async def notice(
+        self, intent: IntentAPI, room_id: str, text: str, html: str | None = None
+    ) -> None:
+        """A notice, Megolm-encrypted when the bot sends it into an encrypted room."""
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
+        if html is not None:
+            content.update(format="org.matrix.custom.html", formatted_body=html)
+        if self.bot_device is not None and intent.mxid == self.bot.mxid:
+            state = await self.state(room_id)
+            if is_encrypted(state):
+                await self.bot_device.send(room_id, state, "m.room.message", content)
+                return
+        await send_event(intent, room_id, "m.room.message", content)
 
     async def ensure_in_room(self, intent: IntentAPI, room_id: str) -> None:
         """Join the room as this ghost, with an invite from the bot if the room needs one."""

@@ -139,3 +139,15 @@ class InboxEvent(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CryptoDevice(Base):
+    """One of the bridge's own devices: its Olm account and sessions, pickled (encrypted with
+    a key derived from the as_token). Losing it loses only the ability to read old messages."""
+
+    __tablename__ = "crypto_devices"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    pickle: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

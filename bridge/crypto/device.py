@@ -1,0 +1,233 @@
+"""The bot's encryption device, against the homeserver: keys uploaded, to-device messages
+taken from appservice transactions, room keys shared, room events decrypted and encrypted.
+
+How Synapse carries each piece to an appservice is in docs/encryption.md: the device is made
+with MSC4190 (PUT /devices as the appservice), requests act as it with `device_id`
+(MSC3202), to-device messages arrive in transactions (MSC2409/MSC4203) and one-time-key
+counts and device-list changes with them (MSC3202).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from typing import Any
+
+from mautrix.api import Method, Path
+from mautrix.appservice import AppService, IntentAPI
+
+from ..matrix.room_state import State, joined_members
+from ..matrix.send import send_event
+from ..storage.crypto import CryptoStore
+from .olm_machine import (
+    DecryptionError,
+    Device,
+    OlmMachine,
+    pickle_machine,
+    read_device_keys,
+    unpickle_machine,
+)
+
+log = logging.getLogger(__name__)
+
+ENCRYPTED = "m.room.encrypted"
+DEVICE_NAME = "SIP bridge"
+
+
+def pickle_key(as_token: str) -> bytes:
+    """The key the stored sessions are encrypted with: only the as_token's holder has it."""
+    return hashlib.sha256(b"sip-bridge crypto store\0" + as_token.encode()).digest()
+
+
+def room_recipients(state: State) -> set[str]:
+    """Who may read what is sent now: joined and invited members."""
+    invited = {
+        e["state_key"]
+        for e in state
+        if e.get("type") == "m.room.member"
+        and isinstance(e.get("state_key"), str)
+        and isinstance(e.get("content"), dict)
+        and e["content"].get("membership") == "invite"
+    }
+    return joined_members(state) | invited
+
+
+class BotDevice:
+    def __init__(self, az: AppService, store: CryptoStore, as_token: str) -> None:
+        self.az = az
+        self.store = store
+        self.key = pickle_key(as_token)
+        self.machine: OlmMachine | None = None
+        self.devices: dict[str, list[Device]] = {}  # by user, from /keys/query
+        self._lock = asyncio.Lock()  # one change to the machine at a time, each saved
+
+    @property
+    def intent(self) -> IntentAPI:
+        return self.az.intent
+
+    @property
+    def ready(self) -> OlmMachine:
+        if self.machine is None:
+            raise RuntimeError("the bot's encryption device is not started")
+        return self.machine
+
+    async def start(self) -> None:
+        user_id = self.intent.mxid
+        stored = await self.store.load(user_id)
+        if stored is None:
+            device_id = f"SIPBRIDGE{secrets.token_hex(4).upper()}"
+            self.machine = OlmMachine(user_id, device_id)
+            log.info("creating the bot's encryption device %s", device_id)
+        else:
+            device_id, pickle = stored
+            self.machine = unpickle_machine(user_id, device_id, pickle, self.key)
+        await self.intent.api.request(
+            Method.PUT, Path.v3.devices[device_id], {"display_name": DEVICE_NAME}
+        )
+        await self._upload(device_keys=True)
+
+    async def _save(self) -> None:
+        machine = self.ready
+        await self.store.save(machine.user_id, machine.device_id, pickle_machine(machine, self.key))
+
+    def _as_device(self) -> dict[str, str]:
+        return {"device_id": self.ready.device_id}
+
+    async def _upload(self, device_keys: bool = False, uploaded: int | None = None) -> None:
+        machine = self.ready
+        if uploaded is None:
+            counts = await self.intent.api.request(
+                Method.POST, Path.v3.keys.upload, {}, query_params=self._as_device()
+            )
+            uploaded = int(counts.get("one_time_key_counts", {}).get("signed_curve25519", 0))
+        body: dict[str, Any] = {"one_time_keys": machine.one_time_keys(uploaded)}
+        if device_keys:
+            body["device_keys"] = machine.device_keys()
+        if not body["one_time_keys"] and not device_keys:
+            return
+        await self._save()  # the keys exist before the server may hand them out
+        await self.intent.api.request(
+            Method.POST, Path.v3.keys.upload, body, query_params=self._as_device()
+        )
+        machine.mark_published()
+        await self._save()
+
+    # From appservice transactions
+
+    async def on_transaction(self, body: dict[str, Any]) -> None:
+        """To-device messages, key counts and device-list changes for the bot's device."""
+        machine = self.ready
+        messages = body.get("de.sorunome.msc2409.to_device") or body.get("to_device") or []
+        for message in messages if isinstance(messages, list) else []:
+            if (
+                isinstance(message, dict)
+                and message.get("to_user_id") == machine.user_id
+                and message.get("to_device_id") == machine.device_id
+            ):
+                await self._to_device(message)
+        changed = body.get("org.matrix.msc3202.device_lists", {})
+        for user_id in changed.get("changed", []) + changed.get("left", []):
+            self.devices.pop(user_id, None)
+        counts = body.get("org.matrix.msc3202.device_one_time_keys_count", {})
+        ours = counts.get(machine.user_id, {}).get(machine.device_id)
+        left = ours.get("signed_curve25519") if isinstance(ours, dict) else None
+        if isinstance(left, int) and left < machine.account.max_number_of_one_time_keys // 4:
+            async with self._lock:
+                await self._upload(uploaded=left)
+
+    async def _to_device(self, message: dict[str, Any]) -> None:
+        if message.get("type") != ENCRYPTED:
+            return  # the bot asks for nothing in clear
+        async with self._lock:
+            try:
+                received = self.ready.decrypt_to_device(message)
+                session_id = self.ready.accept_room_key(received)
+            except DecryptionError as e:
+                log.warning("to-device message from %s ignored: %s", message.get("sender"), e)
+                return
+            await self._save()
+        if session_id:
+            log.info("room key %s from %s %s", session_id, received.sender, received.sender_device)
+
+    # Room events
+
+    def decrypt(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.ready.decrypt_room_event(event)
+
+    async def send(
+        self, room_id: str, state: State, event_type: str, content: dict[str, Any]
+    ) -> str:
+        """Send a room event Megolm-encrypted, sharing the room key with whoever lacks it."""
+        async with self._lock:
+            machine = self.ready
+            outbound = machine.room_session(room_id, int(time.time() * 1000))
+            missing = [
+                d
+                for user in sorted(room_recipients(state))
+                for d in await self._devices_of(user)
+                if f"{d.user_id}|{d.device_id}" not in outbound.shared_with
+                and d.curve25519 != machine.curve25519
+            ]
+            if missing:
+                await self._share(room_id, missing)
+            encrypted = machine.encrypt_room_event(
+                room_id, event_type, content, int(time.time() * 1000)
+            )
+            await self._save()
+        return await send_event(self.intent, room_id, ENCRYPTED, encrypted)
+
+    async def _devices_of(self, user_id: str) -> list[Device]:
+        known = self.devices.get(user_id)
+        if known is not None:
+            return known
+        answer = await self.intent.api.request(
+            Method.POST, Path.v3.keys.query, {"device_keys": {user_id: []}}
+        )
+        found = answer.get("device_keys", {}).get(user_id, {})
+        devices = [
+            d
+            for device_id, keys in (found.items() if isinstance(found, dict) else [])
+            if (d := read_device_keys(user_id, device_id, keys)) is not None
+        ]
+        self.devices[user_id] = devices
+        return devices
+
+    async def _share(self, room_id: str, devices: list[Device]) -> None:
+        machine = self.ready
+        need_session = [d for d in devices if not machine.has_olm_session(d)]
+        if need_session:
+            claim: dict[str, dict[str, str]] = {}
+            for d in need_session:
+                claim.setdefault(d.user_id, {})[d.device_id] = "signed_curve25519"
+            answer = await self.intent.api.request(
+                Method.POST, Path.v3.keys.claim, {"one_time_keys": claim}
+            )
+            claimed = answer.get("one_time_keys", {})
+            for d in need_session:
+                keys = claimed.get(d.user_id, {}).get(d.device_id, {})
+                key = next(iter(keys.values()), None) if isinstance(keys, dict) else None
+                if not isinstance(key, dict):
+                    log.warning("no one-time key for %s %s; it cannot read", d.user_id, d.device_id)
+                    continue
+                try:
+                    machine.start_olm_session(d, key)
+                except (DecryptionError, ValueError) as e:
+                    log.warning("%s %s: %s", d.user_id, d.device_id, e)
+        outbound = machine.room_session(room_id, int(time.time() * 1000))
+        key_content = machine.room_key_content(room_id, outbound)
+        messages: dict[str, dict[str, Any]] = {}
+        for d in devices:
+            if machine.has_olm_session(d):
+                payload = machine.encrypt_to_device(d, "m.room_key", key_content)
+                messages.setdefault(d.user_id, {})[d.device_id] = payload
+                outbound.shared_with.add(f"{d.user_id}|{d.device_id}")
+        if not messages:
+            return
+        await self._save()  # the sessions advanced: never reuse a ratchet step
+        txn = secrets.token_hex(8)
+        await self.intent.api.request(
+            Method.PUT, Path.v3.sendToDevice[ENCRYPTED][txn], {"messages": messages}
+        )
