@@ -86,7 +86,9 @@ class Bridge:
             bridge_name="sip",
         )
         if config.bridge.encryption != "off":
-            self.bot_device = BotDevice(self.az, CryptoStore(self.db), config.appservice.as_token)
+            self.bot_device = BotDevice(
+                self.az, CryptoStore(self.db), config.appservice.as_token, self._room_key
+            )
         self.rooms = RoomAccess(self.az, self.bot_device)
         self.ghosts = GhostDirectory(config, self.az, GhostStore(self.db))
         self.records = RecordKeeper(self.call_store)
@@ -131,6 +133,10 @@ class Bridge:
     async def _device_messages(self, body: dict[str, Any]) -> None:
         if self.bot_device is not None and self.bot_device.machine is not None:
             await self.bot_device.on_transaction(body)
+
+    async def _room_key(self, session_id: str) -> None:
+        if await self.inbox_store.key_arrived(session_id):
+            self._wake_inbox()
 
     def _wake_inbox(self) -> None:
         if self.inbox is not None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import BridgeStack
+from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.js_sdk import encrypted_chat
 from teststack.matrix_client import MatrixUser
@@ -39,3 +40,31 @@ async def test_the_bot_reads_commands_in_an_encrypted_room_and_answers_encrypted
     with sqlite3.connect(tmp_path / "bridge.db") as db:
         (device_id, pickle) = db.execute("SELECT device_id, pickle FROM crypto_devices").fetchone()
     assert device_id.startswith("SIPBRIDGE") and '"account"' in pickle
+
+
+async def test_events_the_bot_cannot_decrypt_wait_aside_and_hold_nothing_up(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    bridge = start_bridge()
+    room = await alice.create_room(invite=[stack.bot])
+    await alice.wait_for_membership(room, stack.bot, "join")
+    megolm = {"algorithm": "m.megolm.v1.aes-sha2", "sender_key": "x", "device_id": "D"}
+    # A key that never comes, garbage, and a shape no client sends.
+    await alice.send(room, "m.room.encrypted", {**megolm, "session_id": "S1", "ciphertext": "AAAA"})
+    await alice.send(room, "m.room.encrypted", {**megolm, "ciphertext": 5})
+    await alice.send(room, "m.room.encrypted", {"algorithm": "m.olm.v1.curve25519-aes-sha2"})
+    await alice.send_text(room, "!sip help")
+    # The room goes on at once: the command behind them is answered.
+    await alice.wait_for_event(room, notice_from(stack.bot, "!sip link"), timeout=10)
+    assert bridge.process.running()
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        rows = db.execute(
+            "SELECT status, awaiting_key, last_error FROM inbox_events"
+            " WHERE json_extract(event, '$.type') = 'm.room.encrypted' ORDER BY id"
+        ).fetchall()
+    assert [r[0] for r in rows] == ["waitkey", "parked", "parked"], rows
+    assert rows[0][1] == "S1" and "S1" in rows[0][2], rows
+    assert "ciphertext" in rows[1][2] and "Megolm" in rows[2][2], rows

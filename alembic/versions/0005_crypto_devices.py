@@ -1,4 +1,5 @@
-"""The bridge's own end-to-end encryption devices (Olm accounts and sessions, pickled).
+"""The bridge's own end-to-end encryption devices (Olm accounts and sessions, pickled),
+and inbox events that wait for a room key.
 
 Revision ID: 0005
 Revises: 0004
@@ -24,7 +25,11 @@ def upgrade() -> None:
         sa.Column("pickle", sa.JSON(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
+    with op.batch_alter_table("inbox_events") as batch:
+        batch.add_column(sa.Column("awaiting_key", sa.String(64)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("inbox_events") as batch:
+        batch.drop_column("awaiting_key")
     op.drop_table("crypto_devices")

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mautrix.api import Method, Path
@@ -56,8 +57,15 @@ def room_recipients(state: State) -> set[str]:
 
 
 class BotDevice:
-    def __init__(self, az: AppService, store: CryptoStore, as_token: str) -> None:
+    def __init__(
+        self,
+        az: AppService,
+        store: CryptoStore,
+        as_token: str,
+        on_room_key: Callable[[str], Awaitable[None]],
+    ) -> None:
         self.az = az
+        self.on_room_key = on_room_key  # events waiting for this session can be read now
         self.store = store
         self.key = pickle_key(as_token)
         self.machine: OlmMachine | None = None
@@ -150,7 +158,8 @@ class BotDevice:
                 return
             await self._save()
         if session_id:
-            log.info("room key %s from %s %s", session_id, received.sender, received.sender_device)
+            log.info("room key %s from %s", session_id, received.sender)
+            await self.on_room_key(session_id)
 
     # Room events
 

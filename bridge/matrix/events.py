@@ -28,7 +28,7 @@ from ..crypto.device import ENCRYPTED
 from ..crypto.olm_machine import DecryptionError, MissingSessionError
 from ..storage.portals import PortalStore
 from .ghosts import GhostDirectory
-from .inbox import PermanentEventError
+from .inbox import AwaitingKeyError, PermanentEventError
 from .room_state import may_send
 from .rooms import RoomAccess
 from .rtc import CALL_MEMBER
@@ -36,10 +36,6 @@ from .rtc import CALL_MEMBER
 log = logging.getLogger(__name__)
 
 NOT_PERMITTED_INVITE = "You are not permitted to use this bridge."
-
-
-class KeyNotArrivedError(Exception):
-    """An encrypted event whose room key has not reached the bot yet (retried)."""
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
@@ -101,8 +97,9 @@ class MatrixEventRouter:
         try:
             return device.decrypt(raw)
         except MissingSessionError as e:
-            # Its key is usually a moment behind it: the inbox retries with back-off.
-            raise KeyNotArrivedError(f"event {raw['event_id']} from {raw['sender']}: {e}") from e
+            raise AwaitingKeyError(
+                f"cannot decrypt {raw['event_id']} from {raw['sender']} yet: {e}", e.session_id
+            ) from e
         except DecryptionError as e:
             raise PermanentEventError(f"cannot decrypt {raw['event_id']}: {e}") from e
 

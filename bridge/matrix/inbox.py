@@ -30,6 +30,15 @@ class PermanentEventError(Exception):
     """This event can never be handled (malformed, impossible); park it at once."""
 
 
+class AwaitingKeyError(Exception):
+    """An encrypted event whose room key has not arrived: set aside until it does, without
+    holding up the room's later events."""
+
+    def __init__(self, message: str, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
 def backoff(attempt: int, base: float, ceiling: float) -> float:
     """Seconds to wait after the given failed attempt (1-based): base, 2·base, 4·base, …"""
     return float(min(ceiling, base * (2 ** max(0, attempt - 1))))
@@ -114,6 +123,10 @@ class InboxProcessor:
         except PermanentEventError as e:
             log.error("parking event %s in %s: %s", item.event_id, item.room_id, e)
             await self.store.park(item.id, str(e))
+            return
+        except AwaitingKeyError as e:
+            log.warning("%s; it waits until the key arrives", e)
+            await self.store.await_key(item.id, e.session_id, str(e))
             return
         except asyncio.CancelledError:
             raise

@@ -13,6 +13,7 @@ from .models import AppserviceTransaction, InboxEvent, utcnow
 from .repository import Repository
 
 PENDING, DONE, PARKED = "pending", "done", "parked"
+AWAITING_KEY = "waitkey"  # an encrypted event whose room key has not arrived
 
 
 class InboxStore(Repository):
@@ -70,6 +71,19 @@ class InboxStore(Repository):
     async def park(self, inbox_id: int, error: str) -> None:
         await self._set(inbox_id, status=PARKED, attempts=InboxEvent.attempts + 1, last_error=error)
 
+    async def await_key(self, inbox_id: int, session_id: str, error: str) -> None:
+        await self._set(inbox_id, status=AWAITING_KEY, awaiting_key=session_id, last_error=error)
+
+    async def key_arrived(self, session_id: str) -> int:
+        """Events that waited for this room key are pending again; how many."""
+        query = (
+            update(InboxEvent)
+            .where(InboxEvent.status == AWAITING_KEY, InboxEvent.awaiting_key == session_id)
+            .values(status=PENDING, awaiting_key=None, next_attempt_at=None)
+        )
+        async with self.transaction() as session:
+            return int((await session.execute(query)).rowcount)  # type: ignore[attr-defined]
+
     async def _set(self, inbox_id: int, **values: Any) -> None:
         async with self.transaction() as session:
             await session.execute(
@@ -87,11 +101,14 @@ class InboxStore(Repository):
             return (await session.scalars(query.limit(limit))).all()
 
     async def prune(self, older_than: timedelta) -> None:
-        """Forget processed events and transaction ids past the homeserver's retry horizon."""
+        """Forget processed events, events whose room key never came, and transaction ids
+        past the homeserver's retry horizon."""
         cutoff = utcnow() - older_than
         async with self.transaction() as session:
             await session.execute(
-                delete(InboxEvent).where(InboxEvent.status == DONE, InboxEvent.received_at < cutoff)
+                delete(InboxEvent).where(
+                    InboxEvent.status.in_((DONE, AWAITING_KEY)), InboxEvent.received_at < cutoff
+                )
             )
             await session.execute(
                 delete(AppserviceTransaction).where(AppserviceTransaction.received_at < cutoff)

@@ -139,6 +139,7 @@ class InboxEvent(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    awaiting_key: Mapped[str | None] = mapped_column(String(64))  # a Megolm session id
 
 
 class CryptoDevice(Base):
