@@ -19,7 +19,7 @@ from .commands.processor import CommandProcessor
 from .commands.registry import CommandRegistry
 from .commands.telephony import register_telephony
 from .config import Config
-from .crypto.device import BotDevice
+from .crypto.devices import Devices
 from .edge.sync import EdgeSync
 from .matrix.appservice import BridgeAppService
 from .matrix.events import MatrixEventRouter
@@ -71,7 +71,7 @@ class Bridge:
         self.trunk_states = TrunkStateStore(self.db)
         self.portals = PortalStore(self.db)
         self.inbox: InboxProcessor | None = None
-        self.bot_device: BotDevice | None = None
+        self.devices: Devices | None = None
         self.az = BridgeAppService(
             inbox=self.inbox_store,
             on_stored=self._wake_inbox,
@@ -86,11 +86,11 @@ class Bridge:
             bridge_name="sip",
         )
         if config.bridge.encryption != "off":
-            self.bot_device = BotDevice(
+            self.devices = Devices(
                 self.az, CryptoStore(self.db), config.appservice.as_token, self._room_key
             )
-        self.rooms = RoomAccess(self.az, self.bot_device)
-        self.ghosts = GhostDirectory(config, self.az, GhostStore(self.db))
+        self.rooms = RoomAccess(self.az, self.devices)
+        self.ghosts = GhostDirectory(config, self.az, GhostStore(self.db), self.devices)
         self.records = RecordKeeper(self.call_store)
         self.sip = SipSender()
         services = CallServices(
@@ -131,8 +131,12 @@ class Bridge:
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def _device_messages(self, body: dict[str, Any]) -> None:
-        if self.bot_device is not None and self.bot_device.machine is not None:
-            await self.bot_device.on_transaction(body)
+        if self.devices is None:
+            return
+        if not self.devices.started:
+            # Not acknowledged: the homeserver sends it again once the devices exist.
+            raise StorageError("the encryption devices are still starting")
+        await self.devices.on_transaction(body)
 
     async def _room_key(self, session_id: str) -> None:
         if await self.inbox_store.key_arrived(session_id):
@@ -165,8 +169,8 @@ class Bridge:
         # From now on ride out homeserver outages (start-up itself fails fast). Ghosts'
         # APIs, all made after this, copy the count from the bot's.
         self.az.intent.api.default_retry_count = self.config.homeserver.retries
-        if self.bot_device is not None:
-            await self._start_bot_device(self.bot_device)
+        if self.devices is not None:
+            await self._start_bot_device(self.devices)
         closed = await self.calls.reconcile_after_restart()
         if closed:
             log.warning("closed %d calls left open by the previous run", closed)
@@ -207,9 +211,9 @@ class Bridge:
             self.pool.capacity,
         )
 
-    async def _start_bot_device(self, device: BotDevice) -> None:
+    async def _start_bot_device(self, devices: Devices) -> None:
         try:
-            await device.start()
+            device = await devices.of(self.az.intent)
         except MatrixError as e:
             raise StartupError(
                 f"bridge.encryption is on but the homeserver refused the bot's encryption "

@@ -27,6 +27,7 @@ async def test_the_bot_reads_commands_in_an_encrypted_room_and_answers_encrypted
         alice.user_id,
         "pw",
         stack.bot,
+        "help",
         "!sip help",
         "link",
     )
@@ -68,3 +69,29 @@ async def test_events_the_bot_cannot_decrypt_wait_aside_and_hold_nothing_up(
     assert [r[0] for r in rows] == ["waitkey", "parked", "parked"], rows
     assert rows[0][1] == "S1" and "S1" in rows[0][2], rows
     assert "ciphertext" in rows[1][2] and "Megolm" in rows[2][2], rows
+
+
+async def test_a_ghost_speaks_encrypted_in_an_encrypted_portal(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    start_bridge()
+    # A new DM with a number's ghost, encrypted as Element makes DMs; its default power
+    # levels keep the ghost from joining calls, and the ghost says so.
+    ghost = "@sip_+4930111222:localhost"
+    result = await asyncio.to_thread(
+        encrypted_chat,
+        stack.synapse.url,
+        alice.user_id,
+        "pw",
+        ghost,
+        "cannot join calls",
+        direct=True,
+    )
+    assert result["ok"], result
+    assert result["hello"]["encrypted"] and result["hello"]["wireType"] == "m.room.encrypted"
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        users = {u for (u,) in db.execute("SELECT user_id FROM crypto_devices")}
+    assert users == {stack.bot, ghost}, users

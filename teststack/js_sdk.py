@@ -68,21 +68,26 @@ def encrypted_chat(
     base_url: str,
     user_id: str,
     password: str,
-    bot: str,
-    command: str,
-    expect: str,
+    peer: str,
+    greeting: str,
+    command: str = "",
+    expect: str = "",
+    direct: bool = False,
     timeout_ms: int = 30000,
 ) -> dict[str, Any]:
-    """A user on matrix-js-sdk's Rust crypto makes an encrypted room with the bot, sends
-    `command` and reads the greeting and the answer matching `expect` (see the script)."""
+    """A user on matrix-js-sdk's Rust crypto makes an encrypted room with `peer`, reads its
+    first message matching `greeting`, sends `command` (if any) and reads the answer matching
+    `expect` (see the script)."""
     script = STACK_DIR / "js" / "encrypted_chat.mjs"
     script.write_text((ROOT / "teststack" / "js" / script.name).read_text())
     job = {
         "baseUrl": base_url,
         "userId": user_id,
         "password": password,
-        "bot": bot,
+        "peer": peer,
+        "greeting": greeting,
         "command": command,
+        "direct": direct,
         "expect": expect,
         "timeoutMs": timeout_ms,
     }

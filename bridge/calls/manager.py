@@ -274,7 +274,7 @@ class CallManager:
             ctx.extra.pop("dtmf_task", None)
             if text and ctx.room_id:
                 ghost = await ctx.ghost_intent()
-                await ghost.send_notice(RoomID(ctx.room_id), f"The phone dialled {text}")
+                await self.s.rooms.notice(ghost, ctx.room_id, f"The phone dialled {text}")
 
         task = asyncio.create_task(flush())
         ctx.extra["dtmf_task"] = task
@@ -582,7 +582,7 @@ class CallManager:
 
     async def _portal_notice(self, room_id: str, number: str, text: str) -> None:
         ghost = await self.s.ghosts.intent_for(number)
-        await ghost.send_notice(RoomID(room_id), text)
+        await self.s.rooms.notice(ghost, room_id, text)
 
     # ---- outbound ------------------------------------------------------------------------
 
@@ -740,8 +740,8 @@ class CallManager:
                 )
             remote = record.caller if record.direction == "inbound" else record.callee
             label = caller_label(remote, record.caller_name)
-            await ghost.send_notice(
-                RoomID(record.room_id), f"Call with {label} was cut off (the bridge restarted)"
+            await self.s.rooms.notice(
+                ghost, record.room_id, f"Call with {label} was cut off (the bridge restarted)"
             )
         except MatrixError as e:
             log.warning("call %s: could not clean up in %s: %s", record.id, record.room_id, e)

@@ -1,5 +1,6 @@
-"""The bot's encryption device, against the homeserver: keys uploaded, to-device messages
-taken from appservice transactions, room keys shared, room events decrypted and encrypted.
+"""One encryption device of the bridge's (the bot's or a ghost's), against the homeserver:
+keys uploaded, to-device messages taken from appservice transactions, room keys shared, room
+events decrypted and encrypted.
 
 How Synapse carries each piece to an appservice is in docs/encryption.md: the device is made
 with MSC4190 (PUT /devices as the appservice), requests act as it with `device_id`
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mautrix.api import Method, Path
-from mautrix.appservice import AppService, IntentAPI
+from mautrix.appservice import IntentAPI
 
 from ..matrix.room_state import State, joined_members
 from ..matrix.send import send_event
@@ -56,30 +57,26 @@ def room_recipients(state: State) -> set[str]:
     return joined_members(state) | invited
 
 
-class BotDevice:
+class UserDevice:
     def __init__(
         self,
-        az: AppService,
+        intent: IntentAPI,
         store: CryptoStore,
-        as_token: str,
+        key: bytes,
         on_room_key: Callable[[str], Awaitable[None]],
     ) -> None:
-        self.az = az
+        self.intent = intent
         self.on_room_key = on_room_key  # events waiting for this session can be read now
         self.store = store
-        self.key = pickle_key(as_token)
+        self.key = key
         self.machine: OlmMachine | None = None
         self.devices: dict[str, list[Device]] = {}  # by user, from /keys/query
         self._lock = asyncio.Lock()  # one change to the machine at a time, each saved
 
     @property
-    def intent(self) -> IntentAPI:
-        return self.az.intent
-
-    @property
     def ready(self) -> OlmMachine:
         if self.machine is None:
-            raise RuntimeError("the bot's encryption device is not started")
+            raise RuntimeError(f"the encryption device of {self.intent.mxid} is not started")
         return self.machine
 
     async def start(self) -> None:
@@ -88,7 +85,7 @@ class BotDevice:
         if stored is None:
             device_id = f"SIPBRIDGE{secrets.token_hex(4).upper()}"
             self.machine = OlmMachine(user_id, device_id)
-            log.info("creating the bot's encryption device %s", device_id)
+            log.info("creating the encryption device %s of %s", device_id, user_id)
         else:
             device_id, pickle = stored
             self.machine = unpickle_machine(user_id, device_id, pickle, self.key)
@@ -125,28 +122,15 @@ class BotDevice:
 
     # From appservice transactions
 
-    async def on_transaction(self, body: dict[str, Any]) -> None:
-        """To-device messages, key counts and device-list changes for the bot's device."""
-        machine = self.ready
-        messages = body.get("de.sorunome.msc2409.to_device") or body.get("to_device") or []
-        for message in messages if isinstance(messages, list) else []:
-            if (
-                isinstance(message, dict)
-                and message.get("to_user_id") == machine.user_id
-                and message.get("to_device_id") == machine.device_id
-            ):
-                await self._to_device(message)
-        changed = body.get("org.matrix.msc3202.device_lists", {})
-        for user_id in changed.get("changed", []) + changed.get("left", []):
-            self.devices.pop(user_id, None)
-        counts = body.get("org.matrix.msc3202.device_one_time_keys_count", {})
-        ours = counts.get(machine.user_id, {}).get(machine.device_id)
-        left = ours.get("signed_curve25519") if isinstance(ours, dict) else None
-        if isinstance(left, int) and left < machine.account.max_number_of_one_time_keys // 4:
+    def forget_devices_of(self, user_id: str) -> None:
+        self.devices.pop(user_id, None)
+
+    async def one_time_keys_left(self, left: int) -> None:
+        if left < self.ready.account.max_number_of_one_time_keys // 4:
             async with self._lock:
                 await self._upload(uploaded=left)
 
-    async def _to_device(self, message: dict[str, Any]) -> None:
+    async def to_device(self, message: dict[str, Any]) -> None:
         if message.get("type") != ENCRYPTED:
             return  # the bot asks for nothing in clear
         async with self._lock:

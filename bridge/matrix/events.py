@@ -91,11 +91,11 @@ class MatrixEventRouter:
             await self._message(event)
 
     def _decrypted(self, raw: dict[str, Any]) -> dict[str, Any]:
-        device = self.rooms.bot_device
-        if device is None:
+        devices = self.rooms.devices
+        if devices is None:
             return raw  # encryption is off: nothing here reads it
         try:
-            return device.decrypt(raw)
+            return devices.decrypt(raw)
         except MissingSessionError as e:
             raise AwaitingKeyError(
                 f"cannot decrypt {raw['event_id']} from {raw['sender']} yet: {e}", e.session_id
@@ -143,7 +143,8 @@ class MatrixEventRouter:
         log.info("%s opened a portal to %s in %s", inviter, number, room_id)
         state = await self.rooms.state(room_id, ghost)
         if not may_send(state, ghost.mxid, CALL_MEMBER):
-            await ghost.send_notice(
+            await self.rooms.notice(
+                ghost,
                 room_id,
                 f"I cannot join calls here: allow {CALL_MEMBER} at power level 0 in this "
                 "room's settings (or give me power level 50).",

@@ -11,13 +11,17 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import UserID
 
 from ..config import Config
+from ..crypto.devices import Devices
 from ..storage.ghosts import GhostStore
 
 log = logging.getLogger(__name__)
 
 
 class GhostDirectory:
-    def __init__(self, config: Config, az: AppService, store: GhostStore) -> None:
+    def __init__(
+        self, config: Config, az: AppService, store: GhostStore, devices: Devices | None = None
+    ) -> None:
+        self.devices = devices  # when encryption is on, each ghost gets a device
         self.config = config
         self.az = az
         self.store = store
@@ -51,7 +55,10 @@ class GhostDirectory:
         self._setting_up[user_id] = (lock, users + 1)
         try:
             async with lock:
-                return await self._set_up(user_id, number, caller_name)
+                intent = await self._set_up(user_id, number, caller_name)
+                if self.devices is not None:
+                    await self.devices.of(intent)
+                return intent
         finally:
             lock, users = self._setting_up[user_id]
             if users == 1:

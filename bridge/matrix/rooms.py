@@ -10,7 +10,7 @@ from mautrix.appservice import AppService, IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
 
-from ..crypto.device import BotDevice
+from ..crypto.devices import Devices
 from .room_state import State, is_encrypted, may_send, required_level, slot
 from .rtc import CALL_MEMBER, RTC_SLOT, SLOT_ID, slot_is_open, slot_open_content
 from .send import send_event
@@ -32,9 +32,9 @@ CALL_MEMBER_EVENT = EventType.find(CALL_MEMBER, EventType.Class.STATE)
 
 
 class RoomAccess:
-    def __init__(self, az: AppService, bot_device: BotDevice | None = None) -> None:
+    def __init__(self, az: AppService, devices: Devices | None = None) -> None:
         self.az = az
-        self.bot_device = bot_device  # set when the bridge works in encrypted rooms
+        self.devices = devices  # set when the bridge works in encrypted rooms
         # Rooms where no bridge user may open the call slot or send memberships, and why.
         self.lacking_power: dict[str, str] = {}
 
@@ -50,14 +50,15 @@ class RoomAccess:
     async def notice(
         self, intent: IntentAPI, room_id: str, text: str, html: str | None = None
     ) -> None:
-        """A notice, Megolm-encrypted when the bot sends it into an encrypted room."""
+        """A notice, Megolm-encrypted in an encrypted room."""
         content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
         if html is not None:
             content.update(format="org.matrix.custom.html", formatted_body=html)
-        if self.bot_device is not None and intent.mxid == self.bot.mxid:
-            state = await self.state(room_id)
+        if self.devices is not None:
+            state = await self.state(room_id, intent)
             if is_encrypted(state):
-                await self.bot_device.send(room_id, state, "m.room.message", content)
+                device = await self.devices.of(intent)
+                await device.send(room_id, state, "m.room.message", content)
                 return
         await send_event(intent, room_id, "m.room.message", content)
 

@@ -1,7 +1,8 @@
 // A Matrix user on matrix-js-sdk with its Rust crypto (Element Web's), in Node: makes an
-// encrypted room with the bot, sends a command and reads the bot's answers.
-// Usage: node encrypted_chat.mjs '{"baseUrl", "userId", "password", "bot", "command",
-//   "expect", "timeoutMs"}'   Prints CHAT-RESULT {...}.
+// encrypted room with a peer (the bot, a ghost), reads its first message matching
+// `greeting`, then, given a `command`, sends it and reads the answer matching `expect`.
+// Usage: node encrypted_chat.mjs '{"baseUrl", "userId", "password", "peer", "greeting",
+//   "command", "expect", "timeoutMs"}'   Prints CHAT-RESULT {...}.
 import { createClient, ClientEvent } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
@@ -37,10 +38,10 @@ async function until(what, check) {
   }
 }
 
-// A message from the bot, once decrypted (or failed), matching `pattern`, after `since`.
+// A message from the peer, once decrypted (or failed), matching `pattern`, after `since`.
 function botMessage(room, pattern, since) {
   for (const event of room.getLiveTimeline().getEvents()) {
-    if (event.getSender() !== job.bot || event.getTs() < since) continue;
+    if (event.getSender() !== job.peer || event.getTs() < since) continue;
     if (event.isBeingDecrypted()) continue;
     if (event.isDecryptionFailure()) {
       return { encrypted: true, failed: true, reason: event.decryptionFailureReason };
@@ -60,18 +61,22 @@ try {
   client = await login();
   const started = Date.now();
   const { room_id: roomId } = await client.createRoom({
-    invite: [job.bot],
+    invite: [job.peer],
+    is_direct: Boolean(job.direct),
     initial_state: [{ type: "m.room.encryption", state_key: "",
                       content: { algorithm: "m.megolm.v1.aes-sha2" } }],
   });
   result.roomId = roomId;
   const room = await until("the room", () => client.getRoom(roomId));
-  await until("the bot to join", () => room.getMember(job.bot)?.membership === "join");
-  result.hello = await until("the bot's greeting", () => botMessage(room, /help/, started));
-  const sent = Date.now();
-  await client.sendTextMessage(roomId, job.command);
-  result.reply = await until("the bot's answer", () =>
-    botMessage(room, new RegExp(job.expect), sent));
+  await until("the peer to join", () => room.getMember(job.peer)?.membership === "join");
+  result.hello = await until("the peer's greeting", () =>
+    botMessage(room, new RegExp(job.greeting), started));
+  if (job.command) {
+    const sent = Date.now();
+    await client.sendTextMessage(roomId, job.command);
+    result.reply = await until("the peer's answer", () =>
+      botMessage(room, new RegExp(job.expect), sent));
+  }
   const ours = room.getLiveTimeline().getEvents().filter((e) => e.getSender() === job.userId
     && e.getWireType() === "m.room.encrypted");
   result.sentEncrypted = ours.length > 0;
