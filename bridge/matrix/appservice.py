@@ -109,8 +109,8 @@ class BridgeAppService(AppService):
             try:
                 await self.on_device_messages(body)
             except StorageError as e:
-                log.error(
-                    "transaction %s: keys not stored, the homeserver will retry: %s", txn_id, e
+                log.warning(
+                    "transaction %s not taken yet, the homeserver will retry: %s", txn_id, e
                 )
                 return _error(503, "M_UNKNOWN", "The bridge cannot store keys right now")
             except Exception:
