@@ -154,21 +154,24 @@ class UserDevice:
         self, room_id: str, state: State, event_type: str, content: dict[str, Any]
     ) -> str:
         """Send a room event Megolm-encrypted, sharing the room key with whoever lacks it."""
+        recipients = room_recipients(state)
         async with self._lock:
             machine = self.ready
-            outbound = machine.room_session(room_id, int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            outbound = machine.room_session(room_id, now_ms)
+            if not outbound.readers() <= recipients:
+                # Someone who had the key left: what follows must be unreadable to them.
+                outbound = machine.new_room_session(room_id, now_ms)
             missing = [
                 d
-                for user in sorted(room_recipients(state))
+                for user in sorted(recipients)
                 for d in await self._devices_of(user)
                 if f"{d.user_id}|{d.device_id}" not in outbound.shared_with
                 and d.curve25519 != machine.curve25519
             ]
             if missing:
                 await self._share(room_id, missing)
-            encrypted = machine.encrypt_room_event(
-                room_id, event_type, content, int(time.time() * 1000)
-            )
+            encrypted = machine.encrypt_room_event(room_id, event_type, content, now_ms)
             await self._save()
         return await send_event(self.intent, room_id, ENCRYPTED, encrypted)
 

@@ -98,6 +98,10 @@ class OutboundRoomSession:
     created_ms: int
     shared_with: set[str] = field(default_factory=set)  # "user|device"
 
+    def readers(self) -> set[str]:
+        """The users whose devices were given this session's key."""
+        return {entry.split("|", 1)[0] for entry in self.shared_with}
+
     def expired(self, now_ms: int) -> bool:
         return (
             self.session.message_index >= ROTATION_MESSAGES
@@ -319,11 +323,16 @@ class OlmMachine:
         """The room's current outbound session (a new one when rotation is due)."""
         current = self.outbound.get(room_id)
         if current is None or current.expired(now_ms):
-            current = OutboundRoomSession(vz.GroupSession(), now_ms)
-            self.outbound[room_id] = current
-            # Our own messages must decrypt for us too (a retried event, a second worker).
-            inbound = vz.InboundGroupSession(current.session.session_key)
-            self.inbound[current.session.session_id] = (room_id, inbound)
+            current = self.new_room_session(room_id, now_ms)
+        return current
+
+    def new_room_session(self, room_id: str, now_ms: int) -> OutboundRoomSession:
+        """A fresh outbound session for the room, replacing its current one."""
+        current = OutboundRoomSession(vz.GroupSession(), now_ms)
+        self.outbound[room_id] = current
+        # Our own messages must decrypt for us too (a retried event, a second worker).
+        inbound = vz.InboundGroupSession(current.session.session_key)
+        self.inbound[current.session.session_id] = (room_id, inbound)
         return current
 
     def room_key_content(self, room_id: str, outbound: OutboundRoomSession) -> dict[str, Any]:

@@ -138,3 +138,13 @@ def test_a_pickled_device_keeps_its_identity_and_sessions() -> None:
     assert clear["content"]["body"] == "after restart"
     with pytest.raises(ValueError):
         unpickle_machine(bot.user_id, bot.device_id, pickle_machine(bot, secret), bytes(32))
+
+
+def test_a_new_room_session_replaces_the_one_a_leaver_holds() -> None:
+    _, alice = pair()
+    first = alice.room_session(ROOM, 0)
+    first.shared_with.update({"@bob:localhost|B1", "@carol:localhost|C1"})
+    assert first.readers() == {"@bob:localhost", "@carol:localhost"}
+    second = alice.new_room_session(ROOM, 0)
+    assert second.session.session_id != first.session.session_id and not second.shared_with
+    assert alice.room_session(ROOM, 0) is second
