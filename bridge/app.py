@@ -131,12 +131,8 @@ class Bridge:
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def _device_messages(self, body: dict[str, Any]) -> None:
-        if self.devices is None:
-            return
-        if not self.devices.started:
-            # Not acknowledged: the homeserver sends it again once the devices exist.
-            raise StorageError("the encryption devices are still starting")
-        await self.devices.on_transaction(body)
+        if self.devices is not None:
+            await self.devices.on_transaction(body)
 
     async def _room_key(self, session_id: str) -> None:
         if await self.inbox_store.key_arrived(session_id):

@@ -33,11 +33,7 @@ class Devices:
         self.on_room_key = on_room_key
         self._by_user: dict[str, UserDevice] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-
-    @property
-    def started(self) -> bool:
-        """Whether the bot's device is up (ghosts' devices come as they are used)."""
-        return self.bot_id in self._by_user
+        self._bot_started = asyncio.Event()
 
     async def of(self, intent: IntentAPI) -> UserDevice:
         """The user's device, made (or loaded) and its keys uploaded the first time."""
@@ -50,6 +46,8 @@ class Devices:
                 known = UserDevice(intent, self.store, self.key, self.on_room_key)
                 await known.start()
                 self._by_user[intent.mxid] = known
+                if intent.mxid == self.bot_id:
+                    self._bot_started.set()
         return known
 
     def _intent(self, user_id: str) -> IntentAPI:
@@ -57,7 +55,10 @@ class Devices:
         return bot if user_id == bot.mxid else bot.user(UserID(user_id))
 
     async def on_transaction(self, body: dict[str, Any]) -> None:
-        """To-device messages, key counts and device-list changes, to the devices they are for."""
+        """To-device messages, key counts and device-list changes, to the devices they are for.
+        A transaction that comes while the bot's device is starting waits for it (answering
+        503 would make the homeserver back off from the bridge for a while)."""
+        await self._bot_started.wait()
         messages = body.get("de.sorunome.msc2409.to_device") or body.get("to_device") or []
         for message in messages if isinstance(messages, list) else []:
             if not isinstance(message, dict) or not isinstance(message.get("to_user_id"), str):
