@@ -24,14 +24,9 @@ from mautrix.appservice import IntentAPI
 from ..matrix.room_state import State, joined_members
 from ..matrix.send import send_event
 from ..storage.crypto import CryptoStore
-from .olm_machine import (
-    DecryptionError,
-    Device,
-    OlmMachine,
-    pickle_machine,
-    read_device_keys,
-    unpickle_machine,
-)
+from .keys import Device, read_device_keys
+from .olm_machine import DecryptionError, OlmMachine
+from .pickling import pickle_machine, unpickle_machine
 
 log = logging.getLogger(__name__)
 

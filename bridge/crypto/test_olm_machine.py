@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.crypto.olm_machine import (
-    DecryptionError,
-    MissingSessionError,
-    OlmMachine,
-    pickle_machine,
-    read_device_keys,
-    unpickle_machine,
-)
+from bridge.crypto.keys import read_device_keys
+from bridge.crypto.olm_machine import DecryptionError, MissingSessionError, OlmMachine
+from bridge.crypto.pickling import pickle_machine, unpickle_machine
 
 ROOM = "!room:localhost"
 
