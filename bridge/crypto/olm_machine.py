@@ -2,9 +2,9 @@
 vodozemac.
 
 Pure: no I/O. It says what to upload, decrypts what it is given and encrypts what it is
-asked to; the caller moves the results to and from the homeserver and persists `pickle()`.
-Formats: the Matrix spec's `m.olm.v1.curve25519-aes-sha2` and `m.megolm.v1.aes-sha2`, as
-docs/encryption.md describes.
+asked to; the caller moves the results to and from the homeserver and stores the state
+(`pickling.py`). Formats: the Matrix spec's `m.olm.v1.curve25519-aes-sha2` and
+`m.megolm.v1.aes-sha2`; how they reach the bridge is in docs/encryption.md.
 """
 
 from __future__ import annotations
