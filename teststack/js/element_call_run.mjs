@@ -3,6 +3,7 @@
 // Usage: node element_call_run.mjs '{"baseUrl", "userId", "password", "roomId", "intent",
 //   "transportUrl", "wav", "talkMs", "timeoutMs", "leave": "click"|"by_itself"}'
 // Prints READY once logged in, JOINED once Element Call is in the call, HEARD once it measured.
+// PAGE_LOG=1 in the environment prints the page's whole console.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -130,10 +131,6 @@ try {
                               null, { timeout: job.timeoutMs });
   result.heard = await frame.evaluate((ms) => window.measureRemote(ms), job.talkMs);
   console.log("HEARD");
-  if (process.env.PAGE_LOG) {
-    console.error("buttons:", await frame.evaluate(() => [...document.querySelectorAll("button")]
-      .map((b) => `${b.dataset.testid}|${b.getAttribute("aria-label")}|${b.offsetParent !== null}`)));
-  }
   if (job.leave === "click") await frame.click('[data-testid="incall_leave"]');
   await waitHost(() => !window.widgetHost.status().joined);
   result.status = await page.evaluate(() => window.widgetHost.status());
