@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bridge.matrix.inbox import InboxProcessor, PermanentEventError
+from bridge.matrix.inbox import AwaitingKeyError, InboxProcessor, PermanentEventError
 from bridge.storage.calls import CallStore
 from bridge.storage.database import Database, StorageError
 from bridge.storage.inbox import InboxStore
@@ -175,6 +175,42 @@ async def test_inbox_processes_in_order_per_room_retries_and_parks(db: Database)
     assert set(parked) == {"$!b-1", "$!c-1"}
     assert parked["$!b-1"].attempts == 3 and "homeserver said no" in str(parked["$!b-1"].last_error)
     assert parked["$!c-1"].attempts == 1
+
+
+async def test_an_event_awaiting_its_room_key_steps_aside_and_comes_back(db: Database) -> None:
+    inbox = InboxStore(db)
+    handled: list[str] = []
+    keys: set[str] = set()
+
+    async def handler(raw: dict[str, Any]) -> None:
+        session = raw["content"].get("session_id")
+        if session and session not in keys:
+            raise AwaitingKeyError(f"no key {session}", session)
+        handled.append(raw["event_id"])
+
+    processor = InboxProcessor(inbox, handler, base_delay=0.05)
+    await inbox.store_transaction(
+        "t1", [event("!a", 1, session_id="S1"), event("!a", 2), event("!a", 3, session_id="S2")]
+    )
+    await processor.start()
+    try:
+        for _ in range(100):
+            if handled == ["$!a-2"] and (await inbox.count_by_status()).get("waitkey") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert handled == ["$!a-2"]  # the room went on past the two it cannot read
+        keys.add("S1")
+        assert await inbox.key_arrived("S1") == 1
+        assert await inbox.key_arrived("S3") == 0
+        processor.wake()
+        for _ in range(100):
+            if len(handled) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await processor.stop()
+    assert handled == ["$!a-2", "$!a-1"]
+    assert (await inbox.count_by_status()).get("waitkey") == 1  # S2's key never came
 
 
 async def test_a_database_that_went_away_raises_storage_error(tmp_path: Path) -> None:
