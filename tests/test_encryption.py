@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import BridgeStack
+from tests.test_inbound_calls import linked_room
 from tests.test_matrix_bot import notice_from
 from teststack.bridge_process import BridgeProcess
 from teststack.js_sdk import encrypted_chat
@@ -95,3 +96,32 @@ async def test_a_ghost_speaks_encrypted_in_an_encrypted_portal(
     with sqlite3.connect(tmp_path / "bridge.db") as db:
         users = {u for (u,) in db.execute("SELECT user_id FROM crypto_devices")}
     assert users == {stack.bot, ghost}, users
+
+
+async def test_a_lost_crypto_store_costs_a_new_device_and_nothing_else(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    tmp_path: Path,
+) -> None:
+    def chat() -> dict[str, object]:
+        return encrypted_chat(
+            stack.synapse.url, alice.user_id, "pw", stack.bot, "help", "!sip help", "link"
+        )
+
+    first = start_bridge()
+    await linked_room(stack, alice)  # something of the bridge's own that must survive
+    assert (await asyncio.to_thread(chat))["ok"]
+    first.stop()
+    database = tmp_path / "bridge.db"
+    with sqlite3.connect(database) as db:
+        (old_device,) = db.execute("SELECT device_id FROM crypto_devices").fetchone()
+        links = db.execute("SELECT * FROM number_links").fetchall()
+        db.execute("DELETE FROM crypto_devices")
+    start_bridge()
+    result = await asyncio.to_thread(chat)
+    assert result["ok"] and result["reply"]["encrypted"], result
+    with sqlite3.connect(database) as db:
+        (new_device,) = db.execute("SELECT device_id FROM crypto_devices").fetchone()
+        assert db.execute("SELECT * FROM number_links").fetchall() == links
+    assert new_device != old_device and len(links) == 1
