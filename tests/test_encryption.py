@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import BridgeStack
 from tests.test_inbound_calls import linked_room
@@ -104,7 +105,7 @@ async def test_a_lost_crypto_store_costs_a_new_device_and_nothing_else(
     alice: MatrixUser,
     tmp_path: Path,
 ) -> None:
-    def chat() -> dict[str, object]:
+    def chat() -> dict[str, Any]:
         return encrypted_chat(
             stack.synapse.url, alice.user_id, "pw", stack.bot, "help", "!sip help", "link"
         )
