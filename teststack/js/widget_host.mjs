@@ -1,10 +1,11 @@
 // Bundled for Chromium: a widget host for the real Element Call app, as Element Web hosts it —
 // matrix-widget-api's ClientWidgetApi with a widget driver backed by matrix-js-sdk.
-import { createClient, ClientEvent, RoomStateEvent, Direction } from "matrix-js-sdk";
+import { ClientEvent, RoomStateEvent, Direction } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 import {
   ClientWidgetApi, OpenIDRequestState, Widget, WidgetDriver,
 } from "matrix-widget-api";
+import { loginAndSync } from "./page_login.mjs";
 
 logger.setLevel("warn");
 const CALL_MEMBER = "org.matrix.msc3401.call.member";
@@ -15,21 +16,9 @@ const state = { client: null, api: null, roomId: null, deviceId: null, actions: 
                 sent: [] };
 
 async function login(baseUrl, userId, password) {
-  const response = await fetch(`${baseUrl}/_matrix/client/v3/login`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ type: "m.login.password", password,
-                           identifier: { type: "m.id.user", user: userId } }),
-  });
-  const data = await response.json();
-  const client = createClient({ baseUrl, userId, accessToken: data.access_token,
-                                deviceId: data.device_id });
-  await new Promise((resolve) => {
-    client.on(ClientEvent.Sync, (s) => { if (s === "PREPARED") resolve(); });
-    client.startClient({ initialSyncLimit: 20 });
-  });
+  const client = await loginAndSync(baseUrl, userId, password);
   state.client = client;
-  return data.device_id;
+  return client.getDeviceId();
 }
 
 // What the widget asks of the client, done with matrix-js-sdk as Element Web's driver does.
