@@ -21,7 +21,7 @@ from typing import Any
 from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
 
-from ..matrix.room_state import State, joined_members
+from ..matrix.room_state import State, members
 from ..matrix.send import send_event
 from ..storage.crypto import CryptoStore
 from .keys import Device, read_device_keys
@@ -37,19 +37,6 @@ DEVICE_NAME = "SIP bridge"
 def pickle_key(as_token: str) -> bytes:
     """The key the stored sessions are encrypted with: only the as_token's holder has it."""
     return hashlib.sha256(b"sip-bridge crypto store\0" + as_token.encode()).digest()
-
-
-def room_recipients(state: State) -> set[str]:
-    """Who may read what is sent now: joined and invited members."""
-    invited = {
-        e["state_key"]
-        for e in state
-        if e.get("type") == "m.room.member"
-        and isinstance(e.get("state_key"), str)
-        and isinstance(e.get("content"), dict)
-        and e["content"].get("membership") == "invite"
-    }
-    return joined_members(state) | invited
 
 
 class UserDevice:
@@ -149,7 +136,7 @@ class UserDevice:
         self, room_id: str, state: State, event_type: str, content: dict[str, Any]
     ) -> str:
         """Send a room event Megolm-encrypted, sharing the room key with whoever lacks it."""
-        recipients = room_recipients(state)
+        recipients = members(state, "join", "invite")  # who may read what is sent now
         async with self._lock:
             machine = self.ready
             now_ms = int(time.time() * 1000)

@@ -17,15 +17,20 @@ def state_content(state: State, event_type: str, state_key: str = "") -> dict[st
     return None
 
 
-def joined_members(state: State) -> set[str]:
+def members(state: State, *memberships: str) -> set[str]:
+    """Users whose membership is one of `memberships`."""
     return {
         e["state_key"]
         for e in state
         if e.get("type") == "m.room.member"
         and isinstance(e.get("state_key"), str)
         and isinstance(e.get("content"), dict)
-        and e["content"].get("membership") == "join"
+        and e["content"].get("membership") in memberships
     }
+
+
+def joined_members(state: State) -> set[str]:
+    return members(state, "join")
 
 
 def session_members(state: State, now_ms: int) -> list[RtcMember]:
