@@ -20,6 +20,8 @@ from .commands.registry import CommandRegistry
 from .commands.telephony import register_telephony
 from .config import Config
 from .crypto.devices import Devices
+from .crypto.keys import Device
+from .crypto.olm_machine import ToDevice
 from .edge.sync import EdgeSync
 from .matrix.appservice import BridgeAppService
 from .matrix.events import MatrixEventRouter
@@ -87,7 +89,11 @@ class Bridge:
         )
         if config.bridge.encryption != "off":
             self.devices = Devices(
-                self.az, CryptoStore(self.db), config.appservice.as_token, self._room_key
+                self.az,
+                CryptoStore(self.db),
+                config.appservice.as_token,
+                self._room_key,
+                self._device_message,
             )
         self.rooms = RoomAccess(self.az, self.devices)
         self.ghosts = GhostDirectory(config, self.az, GhostStore(self.db), self.devices)
@@ -137,6 +143,11 @@ class Bridge:
     async def _room_key(self, session_id: str) -> None:
         if await self.inbox_store.key_arrived(session_id):
             self._wake_inbox()
+
+    async def _device_message(
+        self, recipient: str, message: ToDevice, sender: Device | None
+    ) -> None:
+        await self.calls.on_device_message(recipient, message, sender)
 
     def _wake_inbox(self) -> None:
         if self.inbox is not None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import BridgeStack
 from tests.test_browser_calls import browser_wav
 from tests.test_inbound_calls import NUMBER, ended_record, linked_room
@@ -22,6 +24,9 @@ from teststack.rtc_user import is_membership_of, is_ring_from
 
 GHOST = "@sip_phone:localhost"  # the calling phone's ghost
 CALLEE = "+4930777888"
+CALL_KEYS = "io.element.call.encryption_keys"
+ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
+room_kinds = pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 
 
 def assert_page_heard(result: dict[str, Any], frequency: float) -> None:
@@ -37,11 +42,26 @@ async def finished(browser: BrowserCall) -> dict[str, Any]:
     return result
 
 
+def assert_keys_exchanged(result: dict[str, Any], ghost: str, encrypted: bool) -> None:
+    """In an encrypted room Element Call and the ghost sent each other their media keys,
+    Olm-encrypted; in a plain room nobody sent any."""
+    status = result["status"]
+    sent = [m for m in status["sentToDevice"] if m["type"] == CALL_KEYS]
+    got = [m for m in status["receivedToDevice"] if m["type"] == CALL_KEYS]
+    if not encrypted:
+        assert not sent and not got, status
+        return
+    assert sent and all(m["encrypted"] and m["delivered"] >= 1 for m in sent), status
+    assert any(m["sender"] == ghost and m["encrypted"] for m in got), status
+
+
+@room_kinds
 async def test_element_call_answers_a_phone_and_both_hear_each_other(
     stack: BridgeStack,
     start_bridge: Callable[..., BridgeProcess],
     alice: MatrixUser,
     tmp_path: Path,
+    encrypted: bool,
 ) -> None:
     wav = write_wav(tmp_path / "phone-440.wav", tone(PHONE_HZ, 60, 8000), 8000)
     phone = Baresip(tmp_path / "phone", wav)
@@ -49,6 +69,8 @@ async def test_element_call_answers_a_phone_and_both_hear_each_other(
     start_bridge()
     try:
         room = await linked_room(stack, alice)
+        if encrypted:  # encryption turned on, as a room's settings do
+            await alice.send_state(room, "m.room.encryption", "", ENCRYPTION)
         await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
         await alice.wait_for_event(room, is_ring_from(GHOST))
         page = start_element_call(
@@ -67,6 +89,7 @@ async def test_element_call_answers_a_phone_and_both_hear_each_other(
         result = await finished(page)
         await phone.wait_event("CALL_CLOSED", 10)
         assert_page_heard(result, PHONE_HZ)
+        assert_keys_exchanged(result, GHOST, encrypted)
         heard, rate = read_wav(phone.received_audio())
         assert_heard(heard, rate, MATRIX_HZ, 2)
     finally:
@@ -76,11 +99,13 @@ async def test_element_call_answers_a_phone_and_both_hear_each_other(
     assert record["outcome"] == "completed" and record["direction"] == "inbound"
 
 
+@room_kinds
 async def test_element_call_rings_a_phone_from_a_portal_and_both_hear_each_other(
     stack: BridgeStack,
     start_bridge: Callable[..., BridgeProcess],
     bob: MatrixUser,
     tmp_path: Path,
+    encrypted: bool,
 ) -> None:
     wav = write_wav(tmp_path / "callee-440.wav", tone(PHONE_HZ, 60, 8000), 8000)
     callee = Baresip(tmp_path / "callee", wav, user=CALLEE)
@@ -88,7 +113,7 @@ async def test_element_call_rings_a_phone_from_a_portal_and_both_hear_each_other
     await callee.start()
     start_bridge()
     try:
-        portal = await portal_by_invite(bob, CALLEE)
+        portal = await portal_by_invite(bob, CALLEE, encrypted)
         page = start_element_call(
             stack.synapse.url,
             bob.user_id,
@@ -108,6 +133,7 @@ async def test_element_call_rings_a_phone_from_a_portal_and_both_hear_each_other
         result = await finished(page)
         assert_page_heard(result, PHONE_HZ)
         assert "org.matrix.msc4075.rtc.notification" in result["status"]["sent"], result
+        assert_keys_exchanged(result, f"@sip_{CALLEE}:localhost", encrypted)
         heard, rate = read_wav(callee.received_audio())
         assert_heard(heard, rate, MATRIX_HZ, 2)
     finally:

@@ -44,13 +44,20 @@ async def bot_dm(stack: BridgeStack, user: MatrixUser) -> str:
     return room
 
 
-async def portal_by_invite(user: MatrixUser, number: str = NUMBER) -> str:
-    """A user opens a DM with the number's ghost, as a client's 'start chat' does."""
+async def portal_by_invite(user: MatrixUser, number: str = NUMBER, encrypted: bool = False) -> str:
+    """A user opens a DM with the number's ghost, as a client's 'start chat' does (encrypted,
+    as Element makes DMs, if `encrypted`)."""
     ghost = f"@sip_{number}:localhost"
+    encryption = {
+        "type": "m.room.encryption",
+        "state_key": "",
+        "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+    }
     room = await user.create_room(
         invite=[ghost],
         is_direct=True,
         power_level_content_override={"events": {CALL_MEMBER: 0, RTC_SLOT: 0}},
+        initial_state=[encryption] if encrypted else [],
     )
     await user.wait_for_membership(room, ghost, "join")
     await user.send_state(

@@ -47,6 +47,8 @@ def build_bundle(entry: str = "browser_entry.mjs", outfile: str = "browser_bundl
             f"--outfile={outfile}",
             '--define:process.env.NODE_ENV="production"',
             "--define:global=window",
+            # Where the Rust crypto's WebAssembly is fetched from (an ES module would say it).
+            "--define:import.meta.url=document.baseURI",
             "--log-level=error",
         ],
         cwd=JS,

@@ -78,11 +78,14 @@ class CallContext:
     ghost: IntentAPI | None = None
     side: CallSide | None = None
     hangup_reason: str = ""  # a Reason for the SIP side when the bridge ends the call
+    membership_device: str | None = None  # the ghost's encryption device, in an encrypted room
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device_id(self) -> str:
-        return "SIP" + self.record_id[:10].upper()
+        """The device the ghost's membership names: its encryption device where members must
+        send it keys, else one of the call's own."""
+        return self.membership_device or "SIP" + self.record_id[:10].upper()
 
     def send_to_worker(self, message: Message) -> None:
         if not self.services.sip.send(self.worker_id, message):

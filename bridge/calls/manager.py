@@ -35,6 +35,9 @@ from ..core.callflow import (
 from ..core.dialplan import DialPlan, NumberError, normalise_incoming
 from ..core.outcome import Outcome, outcome_of_sip_end
 from ..core.routing import caller_label, ghost_number, trunk_for_source
+from ..crypto.call_keys import CALL_KEYS
+from ..crypto.keys import Device
+from ..crypto.olm_machine import ToDevice
 from ..matrix.legacy import (
     CALL_ANSWER,
     CALL_CANDIDATES,
@@ -55,6 +58,7 @@ from ..matrix.rtc import (
     RTC_DECLINE,
     RTC_MEMBER,
     RTC_NOTIFICATION,
+    RtcMember,
     membership_state_key,
     read_membership,
     referenced_event,
@@ -175,15 +179,16 @@ class CallManager:
             self.s.rooms,
             inbound,
             self.s.tokens,
-            lambda: self._identities(ctx.room_id),
+            lambda: self._members(ctx.room_id),
         )
 
-    def _identities(self, room_id: str | None) -> list[str]:
-        """LiveKit identities of the people in a room's call (valid memberships only)."""
+    def _members(self, room_id: str | None) -> list[RtcMember]:
+        """The people in a room's call (valid memberships only), oldest first."""
         now = now_ms()
         members = self.sessions.rooms.get(room_id or "", {}).values()
         return sorted(
-            m.identity for m in members if m.valid_at(now) and not self._is_bridge_user(m.user_id)
+            (m for m in members if m.valid_at(now) and not self._is_bridge_user(m.user_id)),
+            key=lambda m: (m.started_ms, m.key),
         )
 
     def _in_room(self, room_id: str) -> list[CallRunner]:
@@ -382,15 +387,16 @@ class CallManager:
         ctx.room_id = room_id
         try:
             state = await self.s.rooms.state(room_id)
-            if is_encrypted(state) and link.call_mode == "rtc":
+            if is_encrypted(state) and link.call_mode == "rtc" and self.s.rooms.devices is None:
                 runner.feed(
                     RouteRefused(
                         488,
                         "Not Acceptable Here",
                         f"{room_id} is encrypted",
                         room_id,
-                        f"A call from {ctx.remote_number} was refused: the bridge cannot yet "
-                        "take part in calls in encrypted rooms, so it would have been silent.",
+                        f"A call from {ctx.remote_number} was refused: this room is encrypted "
+                        "and the bridge's encryption is off (bridge.encryption), so the call "
+                        "would have been silent.",
                     )
                 )
                 return
@@ -466,6 +472,29 @@ class CallManager:
 
     def _is_bridge_user(self, user_id: str) -> bool:
         return user_id == self.config.bot_mxid or self.s.ghosts.is_ghost(user_id)
+
+    async def on_device_message(
+        self, recipient: str, message: ToDevice, sender: Device | None
+    ) -> None:
+        """A decrypted to-device message for one of the bridge's devices."""
+        if message.type != CALL_KEYS:
+            log.info("to-device %s from %s to %s ignored", message.type, message.sender, recipient)
+            return
+        room_id = message.content.get("room_id")
+        for ctx in self._contexts.values():
+            side = ctx.side
+            if (
+                isinstance(side, RtcSide)
+                and side.media_keys is not None
+                and ctx.room_id == room_id
+                and ctx.ghost is not None
+                and ctx.ghost.mxid == recipient
+            ):
+                side.media_keys.key_received(message, sender)
+                return
+        log.info(
+            "a media key from %s to %s for no call of ours; ignored", message.sender, recipient
+        )
 
     async def on_room_event(self, event: dict[str, Any]) -> None:
         room_id = event["room_id"]
@@ -624,10 +653,14 @@ class CallManager:
         if room_id is None:
             room_id = await self.portal_for(user_id, number)
         ghost = await self.s.ghosts.intent_for(number)
-        if legacy is None and is_encrypted(await self.s.rooms.state(room_id, ghost)):
+        if (
+            legacy is None
+            and self.s.rooms.devices is None
+            and is_encrypted(await self.s.rooms.state(room_id, ghost))
+        ):
             return (
-                "This room is encrypted, and the bridge cannot yet take part in calls in "
-                "encrypted rooms (you would hear nothing). Use an unencrypted room."
+                "This room is encrypted and the bridge's encryption is off (bridge.encryption), "
+                "so you would hear nothing. Use an unencrypted room."
             )
         record = CallRecord(
             id=uuid.uuid4().hex,

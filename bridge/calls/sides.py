@@ -35,10 +35,11 @@ from ..matrix.legacy import (
 )
 from ..matrix.livekit_auth import LiveKitAuthError, LiveKitTokens
 from ..matrix.presence import GhostPresence, now_ms
-from ..matrix.room_state import session_members
+from ..matrix.room_state import is_encrypted, session_members
 from ..matrix.rooms import RoomAccess
-from ..matrix.rtc import livekit_focus
+from ..matrix.rtc import RtcMember, livekit_focus
 from ..workers.protocol import LiveKitMembers, RemoteDescription, StartLiveKit, StartWebRtc
+from .media_e2ee import CallMediaKeys
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class SideContext(Protocol):
     record_id: str
     call_ref: str
     room_id: str | None
+    membership_device: str | None  # the ghost's encryption device, in an encrypted room
 
     @property
     def device_id(self) -> str: ...
@@ -79,17 +81,21 @@ class RtcSide:
         rooms: RoomAccess,
         inbound: bool,
         tokens: LiveKitTokens,
-        members: Callable[[], list[str]],
+        members: Callable[[], list[RtcMember]],
     ):
         self.ctx = ctx
         self.config = config
         self.rooms = rooms
         self.inbound = inbound
         self.tokens = tokens
-        self.members = members  # the LiveKit identities of the people in the call now
+        self.members = members  # the people in the call now (valid memberships)
         self.presence: GhostPresence | None = None
         self.ghost: IntentAPI | None = None
         self.media_started = False
+        self.media_keys: CallMediaKeys | None = None  # in an encrypted room
+
+    def _identities(self) -> list[str]:
+        return [m.identity for m in self.members()]
 
     def _presence(self, ghost: IntentAPI) -> GhostPresence:
         if self.presence is None:
@@ -109,6 +115,8 @@ class RtcSide:
             self.rooms.note_member_power(room_id, state, ghost.mxid)
             if self.inbound:
                 await self.rooms.ensure_slot_open(room_id, state, [self.rooms.bot, ghost])
+            if is_encrypted(state) and not await self._encrypt_media(ghost, room_id):
+                return SessionJoinFailed("an encrypted room, and the bridge's encryption is off")
             presence = self._presence(ghost)
             await self.ctx.note(ghost_user_id=ghost.mxid, rtc_state_key=presence.state_key)
             foci = self._foci(state)
@@ -123,22 +131,50 @@ class RtcSide:
         except (MatrixError, IntentError, OSError) as e:
             log.warning("call %s: joining %s failed: %s", self.ctx.record_id, room_id, e)
             return SessionJoinFailed(str(e))
+        keys = self.media_keys
         self.ctx.send_to_worker(
             StartLiveKit(
                 call_ref=self.ctx.call_ref,
                 url=access.url,
                 token=access.token,
-                identities=self.members(),
+                identities=self._identities(),
+                own_key=keys.own_key() if keys is not None else None,
             )
         )
         self.media_started = True
+        if keys is not None:
+            keys.members_changed()
         return SessionJoined(event_id)
+
+    async def _encrypt_media(self, ghost: IntentAPI, room_id: str) -> bool:
+        """Frames encrypted per participant, as Element Call does in an encrypted room: the
+        ghost's membership names its encryption device, where members send their keys.
+        False if the bridge has no encryption."""
+        devices = self.rooms.devices
+        if devices is None:
+            return False
+        device = await devices.of(ghost)
+        self.ctx.membership_device = device.ready.device_id
+        self.media_keys = CallMediaKeys(
+            self.ctx.record_id,
+            self.ctx.call_ref,
+            room_id,
+            ghost.mxid,
+            device.ready.device_id,
+            device,
+            self.members,
+            self.ctx.send_to_worker,
+            lambda text: self.rooms.notice(ghost, room_id, text),
+        )
+        return True
 
     def update_members(self) -> None:
         if self.media_started:
             self.ctx.send_to_worker(
-                LiveKitMembers(call_ref=self.ctx.call_ref, identities=self.members())
+                LiveKitMembers(call_ref=self.ctx.call_ref, identities=self._identities())
             )
+            if self.media_keys is not None:
+                self.media_keys.members_changed()
 
     def _foci(self, state: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The oldest member's first focus (as clients pick it), else our own service."""
@@ -157,6 +193,8 @@ class RtcSide:
         return None
 
     async def leave(self) -> None:
+        if self.media_keys is not None:
+            await self.media_keys.close()
         if self.presence is not None and self.presence.membership_event_id is not None:
             await self.presence.leave()
 
@@ -164,7 +202,8 @@ class RtcSide:
         await self._presence(ghost).decline(ring_event_id)
 
     async def end(self, ghost: IntentAPI, finish: Finish, inbound: bool) -> None:
-        return None
+        if self.media_keys is not None:
+            await self.media_keys.close()
 
 
 class LegacySide:

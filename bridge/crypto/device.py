@@ -25,13 +25,17 @@ from ..matrix.room_state import State, members
 from ..matrix.send import send_event
 from ..storage.crypto import CryptoStore
 from .keys import Device, read_device_keys
-from .olm_machine import DecryptionError, OlmMachine
+from .olm_machine import DecryptionError, OlmMachine, ToDevice
 from .pickling import pickle_machine, unpickle_machine
 
 log = logging.getLogger(__name__)
 
 ENCRYPTED = "m.room.encrypted"
 DEVICE_NAME = "SIP bridge"
+
+# What the device does with a decrypted to-device message other than a room key: whose
+# device got it, the message, and the sender's device as its Olm key proves (None: unknown).
+MessageHandler = Callable[[str, ToDevice, Device | None], Awaitable[None]]
 
 
 def pickle_key(as_token: str) -> bytes:
@@ -46,9 +50,11 @@ class UserDevice:
         store: CryptoStore,
         key: bytes,
         on_room_key: Callable[[str], Awaitable[None]],
+        on_message: MessageHandler,
     ) -> None:
         self.intent = intent
         self.on_room_key = on_room_key  # events waiting for this session can be read now
+        self.on_message = on_message
         self.store = store
         self.key = key
         self.machine: OlmMachine | None = None
@@ -126,6 +132,19 @@ class UserDevice:
         if session_id:
             log.info("room key %s from %s", session_id, received.sender)
             await self.on_room_key(session_id)
+        elif received.type != "m.room_key":
+            sender = await self._device_with_key(received.sender, received.sender_key)
+            await self.on_message(self.intent.mxid, received, sender)
+
+    async def _device_with_key(self, user_id: str, curve25519: str) -> Device | None:
+        """The user's device whose identity key this is (asking again if it is new)."""
+        for refresh in (False, True):
+            if refresh:
+                self.forget_devices_of(user_id)
+            for device in await self._devices_of(user_id):
+                if device.curve25519 == curve25519:
+                    return device
+        return None
 
     # Room events
 
@@ -175,6 +194,42 @@ class UserDevice:
 
     async def _share(self, room_id: str, devices: list[Device]) -> None:
         machine = self.ready
+        outbound = machine.room_session(room_id, int(time.time() * 1000))
+        key_content = machine.room_key_content(room_id, outbound)
+        for d in await self._send_olm(devices, "m.room_key", key_content):
+            outbound.shared_with.add(f"{d.user_id}|{d.device_id}")
+
+    async def send_to_devices(
+        self, event_type: str, content: dict[str, Any], targets: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """An Olm-encrypted to-device message to each (user, device) that can be reached;
+        the ones it went to."""
+        devices: list[Device] = []
+        for user_id, device_id in targets:
+            for refresh in (False, True):  # a device that is new to us: ask once more
+                if refresh:
+                    self.forget_devices_of(user_id)
+                found = [d for d in await self._devices_of(user_id) if d.device_id == device_id]
+                if found:
+                    devices.extend(found)
+                    break
+            else:
+                log.warning(
+                    "%s has no device %s with keys; cannot send it %s",
+                    user_id,
+                    device_id,
+                    event_type,
+                )
+        async with self._lock:
+            sent = await self._send_olm(devices, event_type, content)
+        return [(d.user_id, d.device_id) for d in sent]
+
+    async def _send_olm(
+        self, devices: list[Device], event_type: str, content: dict[str, Any]
+    ) -> list[Device]:
+        """Olm sessions made where missing, then one message to each device; the devices it
+        went to. Call with the lock held."""
+        machine = self.ready
         need_session = [d for d in devices if not machine.has_olm_session(d)]
         if need_session:
             claim: dict[str, dict[str, str]] = {}
@@ -194,18 +249,16 @@ class UserDevice:
                     machine.start_olm_session(d, key)
                 except (DecryptionError, ValueError) as e:
                     log.warning("%s %s: %s", d.user_id, d.device_id, e)
-        outbound = machine.room_session(room_id, int(time.time() * 1000))
-        key_content = machine.room_key_content(room_id, outbound)
         messages: dict[str, dict[str, Any]] = {}
-        for d in devices:
-            if machine.has_olm_session(d):
-                payload = machine.encrypt_to_device(d, "m.room_key", key_content)
-                messages.setdefault(d.user_id, {})[d.device_id] = payload
-                outbound.shared_with.add(f"{d.user_id}|{d.device_id}")
+        sent = [d for d in devices if machine.has_olm_session(d)]
+        for d in sent:
+            payload = machine.encrypt_to_device(d, event_type, content)
+            messages.setdefault(d.user_id, {})[d.device_id] = payload
         if not messages:
-            return
+            return []
         await self._save()  # the sessions advanced: never reuse a ratchet step
         txn = secrets.token_hex(8)
         await self.intent.api.request(
             Method.PUT, Path.v3.sendToDevice[ENCRYPTED][txn], {"messages": messages}
         )
+        return sent

@@ -13,7 +13,7 @@ from mautrix.appservice import AppService, IntentAPI
 from mautrix.types import UserID
 
 from ..storage.crypto import CryptoStore
-from .device import UserDevice, pickle_key
+from .device import MessageHandler, UserDevice, pickle_key
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,14 @@ class Devices:
         store: CryptoStore,
         as_token: str,
         on_room_key: Callable[[str], Awaitable[None]],
+        on_message: MessageHandler,
     ) -> None:
         self.az = az
         self.bot_id = str(az.bot_mxid)
         self.store = store
         self.key = pickle_key(as_token)
         self.on_room_key = on_room_key
+        self.on_message = on_message
         self._by_user: dict[str, UserDevice] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._bot_started = asyncio.Event()
@@ -43,7 +45,7 @@ class Devices:
         async with self._locks.setdefault(intent.mxid, asyncio.Lock()):
             known = self._by_user.get(intent.mxid)
             if known is None:
-                known = UserDevice(intent, self.store, self.key, self.on_room_key)
+                known = UserDevice(intent, self.store, self.key, self.on_room_key, self.on_message)
                 await known.start()
                 self._by_user[intent.mxid] = known
                 if intent.mxid == self.bot_id:

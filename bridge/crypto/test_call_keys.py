@@ -116,7 +116,9 @@ def test_unpadded_base64_is_taken() -> None:
         ({"member": {"id": "x"}}, "claimed_device_id"),
     ],
 )
-def test_malformed_key_messages_are_refused_with_the_reason(change: dict, why: str) -> None:
+def test_malformed_key_messages_are_refused_with_the_reason(
+    change: dict[str, object], why: str
+) -> None:
     content = {
         "room_id": ROOM,
         "keys": {"index": 0, "key": "a2V5a2V5a2V5a2V5a2V5aw=="},

@@ -3,18 +3,21 @@
 The phone's ghost joins the room as a participant: it publishes the phone as a microphone
 track at 48 kHz, and mixes into the phone the audio of the participants the controller
 names (those with a valid MatrixRTC membership; anyone else stays unheard, as Element Call
-would not show them either).
+would not show them either). In an encrypted room every frame is encrypted with a key per
+participant, as Element Call's key provider derives them (docs/encryption.md, media keys).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import Callable
 
 from livekit import rtc
 
+from ..workers.protocol import MediaKey
 from .frames import CLOCK_RATE, FRAME_MS
 from .pump import FramePump
 from .resample import Chunker, Resampler, pcm_frame
@@ -23,6 +26,17 @@ log = logging.getLogger(__name__)
 
 SFU_RATE = 48_000
 SFU_FRAME = SFU_RATE * FRAME_MS // 1000
+
+# Element Call's key provider (MatrixKeyProvider over livekit-client's BaseKeyProvider):
+# HKDF-SHA256 from the raw key, salt "LKFrameEncryptionKey", ratchet window 10, 256 key slots.
+FRAME_ENCRYPTION = rtc.E2EEOptions(
+    key_provider_options=rtc.KeyProviderOptions(
+        ratchet_salt=b"LKFrameEncryptionKey",
+        ratchet_window_size=10,
+        key_ring_size=256,
+        key_derivation_function=rtc.KeyDerivationFunction.HKDF,
+    )
+)
 
 
 class LiveKitLeg:
@@ -35,18 +49,28 @@ class LiveKitLeg:
         self._listening: dict[str, asyncio.Task[None]] = {}  # identity → its audio task
         self._tracks: dict[str, rtc.Track] = {}  # identity → its subscribed audio track
         self._sender: asyncio.Task[None] | None = None
+        self._own_index = 0  # the phone's key index, for cryptors made after a rotation
         self.room.on("track_subscribed", self._track_subscribed)
         self.room.on("track_unsubscribed", self._track_unsubscribed)
         self.room.on("disconnected", lambda reason: self.on_state("closed", str(reason)))
 
-    async def start(self, url: str, token: str, identities: list[str]) -> None:
+    async def start(
+        self, url: str, token: str, identities: list[str], own_key: MediaKey | None
+    ) -> None:
         self.allowed = set(identities)
-        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True))
+        room_options = rtc.RoomOptions(auto_subscribe=True)
+        if own_key is not None:
+            room_options.encryption = FRAME_ENCRYPTION
+        await self.room.connect(url, token, room_options)
+        if own_key is not None:
+            self.set_key(own_key, own=True)  # before the phone's first frame goes out
         # Short queues both ways: a worker that falls behind drops audio, not time.
         source = rtc.AudioSource(SFU_RATE, 1, queue_size_ms=60)
         track = rtc.LocalAudioTrack.create_audio_track("phone", source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(track, options)
+        if own_key is not None:
+            self._send_with_own_index()
         self._sender = asyncio.create_task(self._send_phone(source), name=f"sfu send {self.name}")
         log.info(
             "call %s: in LiveKit room %s as %s",
@@ -68,6 +92,24 @@ class LiveKitLeg:
             pts += len(pcm) // 2
             for chunk in chunker.feed(upsampled):
                 await source.capture_frame(rtc.AudioFrame(chunk, SFU_RATE, 1, SFU_FRAME))
+
+    def set_key(self, key: MediaKey, own: bool) -> None:
+        """A participant's frame key; `own`: the phone's, which its track sends with now."""
+        provider = self.room.e2ee_manager.key_provider
+        if provider is None:
+            log.warning("call %s: a media key for a call without encryption; ignored", self.name)
+            return
+        provider.set_key(key.identity, base64.b64decode(key.key), key.index)
+        if own:
+            self._own_index = key.index
+            self._send_with_own_index()
+        log.info("call %s: media key %d of %s in use", self.name, key.index, key.identity)
+
+    def _send_with_own_index(self) -> None:
+        identity = self.room.local_participant.identity
+        for cryptor in self.room.e2ee_manager.frame_cryptors():
+            if cryptor.participant_identity == identity:
+                cryptor.set_key_index(self._own_index)
 
     def set_members(self, identities: list[str]) -> None:
         """The participants the phone may hear, as memberships come and go."""

@@ -11,6 +11,7 @@ from ..media.livekit_leg import LiveKitLeg
 from ..media.pumps import PumpRegistry
 from ..media.webrtc import WebRtcLeg, restrict_host_addresses
 from .protocol import (
+    LiveKitKey,
     LiveKitMembers,
     LiveKitState,
     Message,
@@ -25,7 +26,8 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
-MediaCommand = StartWebRtc | RemoteDescription | RemoteCandidates | StartLiveKit | LiveKitMembers
+SfuCommand = StartLiveKit | LiveKitMembers | LiveKitKey
+MediaCommand = StartWebRtc | RemoteDescription | RemoteCandidates | SfuCommand
 
 
 class MediaLegs:
@@ -56,7 +58,7 @@ class MediaLegs:
 
     async def _handle(self, command: MediaCommand) -> None:
         ref = command.call_ref
-        if isinstance(command, StartLiveKit | LiveKitMembers):
+        if isinstance(command, SfuCommand):
             await self._livekit(command)
             return
         try:
@@ -81,12 +83,16 @@ class MediaLegs:
             log.exception("WebRTC %s for call %s failed", command.kind, ref)
             self.send(WebRtcState(call_ref=ref, state="failed", detail=f"{type(e).__name__}: {e}"))
 
-    async def _livekit(self, command: StartLiveKit | LiveKitMembers) -> None:
+    async def _livekit(self, command: SfuCommand) -> None:
         ref = command.call_ref
-        if isinstance(command, LiveKitMembers):
+        if not isinstance(command, StartLiveKit):
             leg = self._sfu.get(ref)
-            if leg is not None:
+            if leg is None:
+                log.warning("%s for call %s, which has no LiveKit leg", command.kind, ref)
+            elif isinstance(command, LiveKitMembers):
                 leg.set_members(command.identities)
+            else:
+                leg.set_key(command.key, command.own)
             return
 
         def report(state: str, detail: str) -> None:
@@ -96,7 +102,7 @@ class MediaLegs:
         leg = LiveKitLeg(ref, self.pumps.get(ref), report)
         self._sfu[ref] = leg
         try:
-            await leg.start(command.url, command.token, command.identities)
+            await leg.start(command.url, command.token, command.identities, command.own_key)
         except Exception as e:  # the SFU refused or is unreachable
             log.warning("call %s: joining LiveKit at %s failed: %s", ref, command.url, e)
             self._sfu.pop(ref, None)

@@ -132,14 +132,36 @@ class RemoteCandidates(Message):
     candidates: list[IceCandidate]
 
 
+class MediaKey(Message):
+    """A participant's frame-encryption key (docs/encryption.md, media keys): raw bytes,
+    base64; `identity` is the participant's LiveKit identity."""
+
+    identity: str
+    index: int = Field(ge=0, le=255)
+    key: str = Field(min_length=4, max_length=100, repr=False)
+
+
 class StartLiveKit(Message):
-    """Join the call's LiveKit room with this token; mix in these participants."""
+    """Join the call's LiveKit room with this token; mix in these participants. With
+    `own_key`, media is frame-encrypted (an encrypted room) and the phone's track is sent
+    with that key."""
 
     kind: Literal["StartLiveKit"] = "StartLiveKit"
     call_ref: str
     url: str
     token: str
     identities: list[str]
+    own_key: MediaKey | None = None
+
+
+class LiveKitKey(Message):
+    """A key for frames: a member's, to read theirs; or `own`, the phone's new key (a
+    rotation), to send with from now on."""
+
+    kind: Literal["LiveKitKey"] = "LiveKitKey"
+    call_ref: str
+    key: MediaKey
+    own: bool = False
 
 
 class LiveKitMembers(Message):
@@ -311,6 +333,7 @@ ToWorker = Annotated[
     | RemoteCandidates
     | StartLiveKit
     | LiveKitMembers
+    | LiveKitKey
     | SendDtmf
     | Drain
     | Stop,

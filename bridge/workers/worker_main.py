@@ -13,18 +13,13 @@ from ..log import setup_logging
 from ..media.pumps import PumpRegistry
 from ..sip.engine import SipEngine, SipError
 from .channel import Channel
-from .media_legs import MediaLegs
+from .media_legs import MediaCommand, MediaLegs
 from .protocol import (
     CallEnded,
     Drain,
-    LiveKitMembers,
     Message,
     ProtocolError,
-    RemoteCandidates,
-    RemoteDescription,
     SendDtmf,
-    StartLiveKit,
-    StartWebRtc,
     Stop,
     ToWorker,
     WorkerReady,
@@ -143,10 +138,7 @@ async def _serve(
         if isinstance(message, WorkerSettings):
             log.warning("settings can only be given once; ignoring them")
             continue
-        if isinstance(
-            message,
-            StartWebRtc | RemoteDescription | RemoteCandidates | StartLiveKit | LiveKitMembers,
-        ):
+        if isinstance(message, MediaCommand):
             # Each in its own task: answering an offer gathers ICE candidates, which takes time.
             task = asyncio.create_task(media.handle(message))
             tasks.add(task)

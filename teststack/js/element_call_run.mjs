@@ -12,6 +12,8 @@ import { launchChromium } from "./chromium.mjs";
 const job = JSON.parse(process.argv[2]);
 const here = path.dirname(new URL(import.meta.url).pathname);
 const app = path.join(here, "node_modules", "@element-hq", "element-call-embedded", "dist");
+const cryptoWasm = path.join(here, "node_modules", "@matrix-org", "matrix-sdk-crypto-wasm", "pkg",
+                             "matrix_sdk_crypto_wasm_bg.wasm");
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript",
                 ".css": "text/css", ".json": "application/json", ".wasm": "application/wasm",
                 ".svg": "image/svg+xml", ".png": "image/png", ".woff2": "font/woff2",
@@ -28,6 +30,7 @@ function serveFile(res, file) {
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://host");
   if (url.pathname === "/host.js") serveFile(res, path.join(here, "widget_host_bundle.js"));
+  else if (url.pathname === "/pkg/matrix_sdk_crypto_wasm_bg.wasm") serveFile(res, cryptoWasm);
   else if (url.pathname.startsWith("/element-call/")) {
     const file = path.normalize(path.join(app, url.pathname.slice("/element-call/".length)));
     if (!file.startsWith(app)) { res.writeHead(403); res.end(); return; }

@@ -13,10 +13,10 @@ const CALL_MEMBER = "org.matrix.msc3401.call.member";
 const ACKED_ACTIONS = ["io.element.join", "im.vector.hangup", "io.element.close",
                        "io.element.device_mute", "set_always_on_screen", "io.element.tile_layout"];
 const state = { client: null, api: null, roomId: null, deviceId: null, actions: [], errors: [],
-                sent: [] };
+                sent: [], sentToDevice: [], receivedToDevice: [] };
 
 async function login(baseUrl, userId, password) {
-  const client = await loginAndSync(baseUrl, userId, password);
+  const client = await loginAndSync(baseUrl, userId, password, true);
   state.client = client;
   return client.getDeviceId();
 }
@@ -64,14 +64,23 @@ class ClientDriver extends WidgetDriver {
   }
 
   async sendToDevice(eventType, encrypted, contentMap) {
-    if (encrypted) throw new Error("this host cannot encrypt to-device messages");
-    const batch = [];
+    const batches = new Map();  // one payload → its recipients, as Element Web batches them
     for (const [userId, devices] of Object.entries(contentMap)) {
       for (const [deviceId, payload] of Object.entries(devices)) {
-        batch.push({ userId, deviceId, payload });
+        const text = JSON.stringify(payload);
+        if (!batches.has(text)) batches.set(text, []);
+        batches.get(text).push({ userId, deviceId });
       }
     }
-    await this.client.queueToDevice({ eventType, batch });
+    for (const [text, recipients] of batches) {
+      const payload = JSON.parse(text);
+      const batch = encrypted
+        ? await this.client.getCrypto().encryptToDeviceMessages(eventType, recipients, payload)
+        : { eventType, batch: recipients.map((r) => ({ ...r, payload })) };
+      state.sentToDevice.push({ type: eventType, encrypted, to: recipients.length,
+                                delivered: batch.batch.length });
+      await this.client.queueToDevice(batch);
+    }
   }
 
   async readRoomState(roomId, eventType, stateKey) {
@@ -134,14 +143,20 @@ function open(roomId, intent, transportUrl, deviceId) {
   api.on("error:preparing", (e) => state.errors.push(`preparing: ${e}`));
   api.once("ready", () => api.setViewedRoomId(roomId));
   api.setViewedRoomId(roomId);
-  client.on(ClientEvent.Event, (event) => {
-    if (event.getRoomId() === roomId && !event.isState()) api.feedEvent(event.getEffectiveEvent());
+  // Room events reach the widget decrypted, as Element Web feeds them.
+  client.on(ClientEvent.Event, async (event) => {
+    if (event.getRoomId() !== roomId || event.isState()) return;
+    await client.decryptEventIfNeeded(event);
+    if (!event.isDecryptionFailure()) api.feedEvent(event.getEffectiveEvent());
   });
   client.on(RoomStateEvent.Events, (event) => {
     if (event.getRoomId() === roomId) api.feedStateUpdate(event.getEffectiveEvent());
   });
   client.on(ClientEvent.ReceivedToDeviceMessage, (payload) => {
-    api.feedToDevice(payload.message, payload.encryptionInfo != null);
+    const encrypted = payload.encryptionInfo != null;
+    state.receivedToDevice.push({ type: payload.message.type, sender: payload.message.sender,
+                                  encrypted });
+    api.feedToDevice(payload.message, encrypted);
   });
 }
 
@@ -157,7 +172,8 @@ function joined() {
 
 function status() {
   return { actions: state.actions, errors: state.errors, joined: joined(),
-           sent: state.sent.map((e) => e.type) };
+           sent: state.sent.map((e) => e.type), sentToDevice: state.sentToDevice,
+           receivedToDevice: state.receivedToDevice };
 }
 
 window.widgetHost = { login, open, status };
