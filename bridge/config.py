@@ -362,6 +362,9 @@ class MatrixRtcConfig(Section):
     send_call_notify: bool = False
     # What the phone hears when a Matrix user declines: 603 Decline or 486 Busy Here.
     decline_code: Literal[603, 486] = 603
+    # In an encrypted room: how long a member may take to send the ghost their media key
+    # before the room is told the phone cannot hear them.
+    media_key_timeout: Annotated[float, Field(ge=1, le=120)] = 10.0
 
     @field_validator("livekit_service_url")
     @classmethod

@@ -169,28 +169,63 @@ async def test_a_group_call_hears_the_phone_and_the_phone_hears_everyone(
         await second.close()
 
 
-async def test_calls_to_an_encrypted_room_are_refused_not_silent(
+ENCRYPTION_OFF = {"SIPBRIDGE_BRIDGE__ENCRYPTION": "off"}
+
+
+async def test_with_encryption_off_calls_to_an_encrypted_room_are_refused_not_silent(
     stack: BridgeStack,
     start_bridge: Callable[..., BridgeProcess],
     alice: MatrixUser,
     phone: Baresip,
     tmp_path: Path,
 ) -> None:
-    start_bridge()
+    """(With encryption on, tests/test_element_call.py carries such calls.)"""
+    start_bridge(ENCRYPTION_OFF)
     room = await linked_room(stack, alice)
     await alice.send_state(room, "m.room.encryption", "", {"algorithm": "m.megolm.v1.aes-sha2"})
     await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
     closed = await phone.wait_event("CALL_CLOSED", 20)
     assert "488" in str(closed.get("param")), closed
-    # The bot says why, encrypted as the room is (tests/test_encryption.py reads such notices
-    # with a client that decrypts).
-    await alice.wait_for_event(
-        room, lambda e: e.get("sender") == stack.bot and e.get("type") == "m.room.encrypted"
-    )
+    # The bot says why (in clear: without encryption it has no keys to encrypt with).
+    await alice.wait_for_event(room, notice_from(stack.bot, "encryption is off"))
     events = await alice.messages(room)
     assert not any(e.get("type") == CALL_MEMBER and e.get("sender") == GHOST for e in events)
     record = await ended_record(tmp_path)
     assert (record["outcome"], record["sip_code"]) == ("rejected", 488)
+
+
+async def test_a_member_who_sends_no_media_key_is_not_heard_and_the_room_is_told(
+    stack: BridgeStack,
+    start_bridge: Callable[..., BridgeProcess],
+    alice: MatrixUser,
+    phone: Baresip,
+    tmp_path: Path,
+) -> None:
+    """An encrypted room's call with a client that does not encrypt (LiveKit's SDK, no key
+    exchange): the call connects, the phone hears nothing of that member, and the ghost says
+    why in the room, once."""
+    bridge = start_bridge({"SIPBRIDGE_MATRIXRTC__MEDIA_KEY_TIMEOUT": "2"})
+    room = await linked_room(stack, alice)
+    await alice.send_state(room, "m.room.encryption", "", {"algorithm": "m.megolm.v1.aes-sha2"})
+    await phone.dial(f"sip:{NUMBER}@127.0.0.1:{stack.ports.sip}")
+    await alice.wait_for_event(room, is_ring_from(GHOST))
+    member = RtcParticipant(alice, room, stack.auth.url, MATRIX_HZ)
+    try:
+        await member.join()
+        await phone.wait_event("CALL_ESTABLISHED", 20)
+        notice = await alice.wait_for_event(
+            room, lambda e: e.get("sender") == GHOST and e.get("type") == "m.room.encrypted"
+        )
+        await asyncio.sleep(2)
+        await member.leave()
+        await phone.wait_event("CALL_CLOSED", 15)
+    finally:
+        await member.close()
+    assert notice["content"]["algorithm"] == "m.megolm.v1.aes-sha2"
+    told = [line for line in bridge.log().splitlines() if "no media key from" in line]
+    assert len(told) == 1 and alice.user_id in told[0], told
+    heard, rate = read_wav(phone.received_audio())
+    assert not analyse(heard, rate).is_tone(MATRIX_HZ), "an unencrypted member was heard"
 
 
 async def test_a_failing_auth_service_ends_the_call_with_a_notice(
@@ -249,13 +284,13 @@ async def test_with_its_own_api_key_the_bridge_mints_tokens_itself(
         await member.close()
 
 
-async def test_calling_out_from_an_encrypted_portal_is_refused_before_dialling(
+async def test_with_encryption_off_calling_out_from_an_encrypted_portal_is_refused(
     stack: BridgeStack,
     start_bridge: Callable[..., BridgeProcess],
     bob: MatrixUser,
     tmp_path: Path,
 ) -> None:
-    start_bridge()
+    start_bridge(ENCRYPTION_OFF)
     portal = await portal_by_invite(bob)
     await bob.send_state(portal, "m.room.encryption", "", {"algorithm": "m.megolm.v1.aes-sha2"})
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -265,7 +300,7 @@ async def test_calling_out_from_an_encrypted_portal_is_refused_before_dialling(
         dm = await bob.create_room(invite=[stack.bot], is_direct=True)
         await bob.wait_for_membership(dm, stack.bot, "join")
         await bob.send_text(dm, "!sip call +4930777888")
-        await bob.wait_for_event(dm, notice_from(stack.bot, "cannot yet take part in calls in"))
+        await bob.wait_for_event(dm, notice_from(stack.bot, "encryption is off"))
         with pytest.raises(TimeoutError):
             listener.recv(4096)  # no INVITE left the bridge
     finally:

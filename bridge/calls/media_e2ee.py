@@ -35,8 +35,6 @@ from ..workers.protocol import LiveKitKey, MediaKey, Message
 
 log = logging.getLogger(__name__)
 
-KEY_WAIT = 10.0  # seconds a member may take to send their key before the room is told
-
 
 class KeySender(Protocol):
     """The ghost's encryption device, as far as media keys need it."""
@@ -58,7 +56,7 @@ class CallMediaKeys:
         members: Callable[[], list[RtcMember]],
         send_to_worker: Callable[[Message], None],
         notice: Callable[[str], Awaitable[None]],
-        key_wait: float = KEY_WAIT,
+        key_wait: float,
     ) -> None:
         self.record_id = record_id
         self.call_ref = call_ref
@@ -69,7 +67,7 @@ class CallMediaKeys:
         self.members = members  # the call's other members now
         self.send_to_worker = send_to_worker
         self.notice = notice
-        self.key_wait = key_wait
+        self.key_wait = key_wait  # seconds a member may take to send their key
         self.keys = OutboundKeys(lambda: secrets.token_bytes(KEY_BYTES), now_ms())
         self.received: dict[tuple[str, str], dict[int, bytes]] = {}  # device → index → key
         self._forwarded: set[tuple[str, str, int, bytes]] = set()

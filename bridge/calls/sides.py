@@ -165,6 +165,7 @@ class RtcSide:
             self.members,
             self.ctx.send_to_worker,
             lambda text: self.rooms.notice(ghost, room_id, text),
+            self.config.matrixrtc.media_key_timeout,
         )
         return True
 

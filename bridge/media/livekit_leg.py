@@ -47,7 +47,10 @@ class LiveKitLeg:
         self.room = rtc.Room()
         self.allowed: set[str] = set()
         self._listening: dict[str, asyncio.Task[None]] = {}  # identity → its audio task
-        self._tracks: dict[str, rtc.Track] = {}  # identity → its subscribed audio track
+        # identity → its subscribed audio track, and whether it was published encrypted
+        self._tracks: dict[str, tuple[rtc.Track, bool]] = {}
+        self.encrypted = False  # frames are encrypted: hear only encrypted tracks with a key
+        self._keyed: set[str] = set()  # identities whose frame key arrived
         self._sender: asyncio.Task[None] | None = None
         self._own_index = 0  # the phone's key index, for cryptors made after a rotation
         self.room.on("track_subscribed", self._track_subscribed)
@@ -61,6 +64,7 @@ class LiveKitLeg:
         room_options = rtc.RoomOptions(auto_subscribe=True)
         if own_key is not None:
             room_options.encryption = FRAME_ENCRYPTION
+            self.encrypted = True
         await self.room.connect(url, token, room_options)
         if own_key is not None:
             self.set_key(own_key, own=True)  # before the phone's first frame goes out
@@ -103,6 +107,9 @@ class LiveKitLeg:
         if own:
             self._own_index = key.index
             self._send_with_own_index()
+        else:
+            self._keyed.add(key.identity)
+            self._refresh()
         log.info("call %s: media key %d of %s in use", self.name, key.index, key.identity)
 
     def _send_with_own_index(self) -> None:
@@ -114,11 +121,27 @@ class LiveKitLeg:
     def set_members(self, identities: list[str]) -> None:
         """The participants the phone may hear, as memberships come and go."""
         self.allowed = set(identities)
+        self._refresh()
+
+    def _not_heard(self, identity: str) -> str | None:
+        """Why the phone may not hear this participant's track, or None."""
+        if identity not in self.allowed:
+            return "has no membership"
+        if not self.encrypted:
+            return None
+        if not self._tracks[identity][1]:
+            # The SDK passes an unencrypted track through: in an encrypted call it stays out.
+            return "sends unencrypted audio into an encrypted call"
+        if identity not in self._keyed:
+            return "has sent no media key yet"
+        return None
+
+    def _refresh(self) -> None:
         for identity in list(self._listening):
-            if identity not in self.allowed:
+            if identity not in self._tracks or self._not_heard(identity) is not None:
                 self._stop_listening(identity)
-        for identity, track in self._tracks.items():
-            if identity in self.allowed and identity not in self._listening:
+        for identity, (track, _) in self._tracks.items():
+            if identity not in self._listening and self._not_heard(identity) is None:
                 self._listen(identity, track)
 
     def _track_subscribed(
@@ -129,11 +152,13 @@ class LiveKitLeg:
     ) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO:
             return
-        self._tracks[participant.identity] = track
-        if participant.identity in self.allowed:
-            self._listen(participant.identity, track)
-        else:
-            log.info("call %s: %s has no membership; not mixed in", self.name, participant.identity)
+        identity = participant.identity
+        sealed = publication.encryption_type != rtc.EncryptionType.NONE
+        self._tracks[identity] = (track, sealed)
+        why = self._not_heard(identity)
+        if why is not None:
+            log.info("call %s: %s %s; not mixed in", self.name, identity, why)
+        self._refresh()
 
     def _track_unsubscribed(
         self,
